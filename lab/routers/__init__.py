@@ -1,0 +1,1 @@
+"""Routers under test other than the reference router (Kamailio from Debian)."""

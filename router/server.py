@@ -1,0 +1,134 @@
+"""Running the router: ``serve_router`` (in-process, for tests and the lab) and the
+``siplab router`` command.
+
+SIGTERM and SIGINT shut down gracefully: the sockets close, the event log is flushed. Nothing the
+router acknowledged is lost on SIGKILL either: the registrar (part 2) commits bindings before the
+200 OK leaves.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import trio
+
+from router.app import RouterCore
+from router.config import RouterConfig, load_router_config
+from router.configfile import ConfigError
+from router.observe import EventLog
+from router.transport.driver import SipDriver
+from router.transport.http import json_route, serve_http
+
+
+@dataclass
+class RunningRouter:
+    core: RouterCore
+    driver: SipDriver
+    http: tuple[str, int] | None
+    cancel_scope: trio.CancelScope
+
+    def stop(self) -> None:
+        self.cancel_scope.cancel()
+
+
+async def serve_router(
+    config: RouterConfig,
+    *,
+    task_status: trio.TaskStatus[RunningRouter] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Run the router until cancelled; ``task_status.started`` once every socket is bound."""
+    events = EventLog(config.router.events, config.name, raw=config.router.events_raw)
+    core = RouterCore(config, events=events)
+    driver = SipDriver(core, udp=config.listen_by_proto("udp"), tcp=config.listen_by_proto("tcp"))
+    try:
+        with trio.CancelScope() as scope:
+            async with trio.open_nursery() as nursery:
+                await nursery.start(driver.serve)
+                http = None
+                if config.router.http:
+                    host, _, port = config.router.http.rpartition(":")
+                    http = await nursery.start(
+                        serve_http,
+                        host,
+                        int(port),
+                        {
+                            "/metrics": lambda: ("text/plain; version=0.0.4", core.metrics.render()),
+                            "/status": json_route(core.status),
+                        },
+                    )
+                # Kick the timer loop so keepalives start at once.
+                driver.flush()
+                task_status.started(RunningRouter(core, driver, http, scope))
+    finally:
+        events.event("stopped")
+        events.close()
+
+
+def _setup_logging(path: str | None) -> None:
+    handler: logging.Handler
+    if path:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        handler = logging.FileHandler(path)
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+    root = logging.getLogger("siplab")
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+
+
+async def _main(config: RouterConfig) -> None:
+    async with trio.open_nursery() as nursery:
+        running: RunningRouter = await nursery.start(serve_router, config)
+        addrs = ", ".join(
+            [f"udp:{h}:{p}" for h, p in running.driver.bound_udp]
+            + [f"tcp:{h}:{p}" for h, p in running.driver.bound_tcp]
+        )
+        print(f"siplab router {config.name}: listening on {addrs}", flush=True)
+        if running.http:
+            print(f"  metrics and status on http://{running.http[0]}:{running.http[1]}/", flush=True)
+        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            async for signum in signals:
+                print(f"siplab router: {signal.Signals(signum).name}, shutting down", flush=True)
+                nursery.cancel_scope.cancel()
+                break
+
+
+def run_router_command(args: argparse.Namespace) -> int:
+    from router.cli import UserError
+
+    try:
+        config = load_router_config(args.config)
+    except ConfigError as exc:
+        raise UserError(str(exc)) from None
+    _setup_logging(config.router.log)
+    try:
+        trio.run(_main, config)
+    except (OSError, BaseExceptionGroup) as exc:
+        err = _find_oserror(exc)
+        if err is None:
+            raise
+        raise UserError(f"{args.config}: router.listen/http: cannot bind: {err.strerror or err}") from None
+    return 0
+
+
+def _find_oserror(exc: BaseException) -> OSError | None:
+    if isinstance(exc, OSError):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        for sub in exc.exceptions:
+            found = _find_oserror(sub)
+            if found is not None:
+                return found
+    return None
+
+
+def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("router", help="run the reference SIP router")
+    p.add_argument("--config", required=True, help="router TOML file")
+    p.set_defaults(func=run_router_command)

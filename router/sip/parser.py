@@ -1,0 +1,287 @@
+"""The one door for network bytes: ``parse_untrusted`` and its inverse ``serialize``.
+
+``parse_untrusted`` does the least work that still lets a router decide what to do with a
+message (RFC 3261 §7, §18.3):
+
+1. skip CRLFs before the start line (§7.5: "implementations processing SIP messages over
+   stream-oriented transports MUST ignore any CRLF appearing before the start-line"),
+2. find the empty line, decode the header block as UTF-8,
+3. split the start line and the header fields, unfolding continuation lines (§7.3.1: "the
+   folding ... replaced by a single SP"),
+4. check what every element needs before acting: SIP-Version (505 otherwise, §8.2.2.1 ...
+   "SIP/2.0" only), Request-URI syntax, the five headers a reply is built from, CSeq method
+   equal to the request method (§8.1.1.5), Content-Length against the body,
+5. hand back a ``Request``/``Response`` whose other headers stay raw until someone asks.
+
+It raises only ``SipParseError``: the code is written not to raise anything else, and a safety
+net converts a stray ``ValueError``/``IndexError`` (a bug) into a ``SipParseError`` with trigger
+``internal`` so the receive loop lives on; the Hypothesis tests hold it to that.
+
+Body framing over datagrams (§18.3): "If the message is shorter than the value of
+Content-Length, the message is rejected (400); if longer, the remainder is discarded" —
+``dblreq`` of RFC 4475 is two requests in one datagram, the second of which is ignored this way.
+"""
+
+from __future__ import annotations
+
+import re
+
+from .errors import SipParseError
+from .headers import canonical_name, parse_cseq, parse_int_value, parse_name_addr, parse_via_list
+from .message import Headers, Request, Response, _Field
+from .uri import SipUri, parse_uri
+
+_TOKEN_RE = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+")
+_VERSION_RE = re.compile(r"SIP/[0-9]+\.[0-9]+", re.IGNORECASE)
+_CONTENT_LENGTH_MAX = 2**31 - 1
+
+# Canonical names of header names seen before, so the common path is a dict hit instead of a
+# regex check and a lower(). Bounded: untrusted names are only added while it is small.
+_NAME_CACHE: dict[str, str] = {}
+_NAME_CACHE_MAX = 512
+
+# The headers §8.2.6.2 builds a response from; all five must parse before a 400 can be sent.
+_REPLY_HEADERS = ("via", "from", "to", "call-id", "cseq")
+
+
+def _canonical_untrusted(name: str) -> str:
+    canon = _NAME_CACHE.get(name)
+    if canon is not None:
+        return canon
+    if not _TOKEN_RE.fullmatch(name):
+        raise SipParseError(f"bad header name {name[:30]!r}", trigger="bad_header_name")
+    canon = canonical_name(name)
+    if len(_NAME_CACHE) < _NAME_CACHE_MAX:
+        _NAME_CACHE[name] = canon
+    return canon
+
+
+def _split_fields(lines: list[str]) -> list[_Field]:
+    fields: list[_Field] = []
+    for line in lines:
+        if not line:
+            raise SipParseError("empty header line", trigger="bad_header_line")
+        if line[0] in " \t":
+            # Continuation of a folded value (LWS = [*WSP CRLF] 1*WSP).
+            if not fields:
+                raise SipParseError("continuation line before any header", trigger="lwsstart")
+            canon, name, value = fields[-1]
+            more = line.strip(" \t")
+            fields[-1] = (canon, name, f"{value} {more}" if value and more else value + more)
+            continue
+        colon = line.find(":")
+        if colon <= 0:
+            raise SipParseError(
+                f"header line without name: {line[:40]!r}", trigger="bad_header_line"
+            )
+        # HCOLON = *( SP / HTAB ) ":" SWS
+        name = line[:colon].rstrip(" \t")
+        fields.append((_canonical_untrusted(name), name, line[colon + 1 :].strip(" \t")))
+    return fields
+
+
+def _can_reply(headers: Headers) -> bool:
+    """True if a 400 can be built: Via, From, To, Call-ID and CSeq all present and parsed."""
+    try:
+        for name in _REPLY_HEADERS:
+            value = headers.get(name)
+            if value is None:
+                return False
+        for value in headers.get_all("via"):
+            parse_via_list(value)
+        parse_name_addr(headers.get("from") or "")
+        parse_name_addr(headers.get("to") or "")
+        parse_cseq(headers.get("cseq") or "")
+        call_id = (headers.get("call-id") or "").strip()
+    except SipParseError:
+        return False
+    return bool(call_id)
+
+
+def _check_single(headers: Headers) -> None:
+    """The five reply headers are present exactly once.
+
+    §7.3.1 lets a header repeat only when its grammar is a comma list; Call-ID, CSeq, From and
+    To are not (RFC 4475 §3.3.9 multi01 is answered with 400). Via may repeat.
+    """
+    counts = dict.fromkeys(_REPLY_HEADERS, 0)
+    for canon, _, _ in headers._fields:
+        if canon in counts:
+            counts[canon] += 1
+    for name, count in counts.items():
+        if count == 0:
+            raise SipParseError(f"missing {name} header", trigger="missing_header")
+        if count > 1 and name != "via":
+            raise SipParseError(f"{name} header appears {count} times", trigger="duplicate_header")
+
+
+def _check_request(req: Request) -> None:
+    """What every request must carry (RFC 3261 §8.1.1, §8.2)."""
+    # Parse the Request-URI now: a request that cannot be routed is a 400 (RFC 4475
+    # §3.1.2.11-13: ltgtruri, lwsruri, escruri-like defects). Unknown schemes parse to
+    # AbsoluteUri; the proxy decides on 416.
+    ruri = parse_uri(req.uri)
+    if isinstance(ruri, SipUri) and ruri.headers:
+        # §19.1.1 table: URI headers are "not allowed" in a Request-URI (RFC 4475 escruri).
+        raise SipParseError("headers in the Request-URI", trigger="bad_request_uri")
+    _check_single(req.headers)
+    vias = req.vias  # parses and caches every Via
+    if not vias:
+        raise SipParseError("missing Via header", trigger="missing_header")
+    req.from_  # noqa: B018  # parse and cache, raising SipParseError if malformed
+    req.to  # noqa: B018
+    req.call_id  # noqa: B018
+    if req.cseq.method != req.method:
+        # §8.1.1.5: "The method MUST match that of the request." (RFC 4475 mismatch01)
+        raise SipParseError("CSeq method does not match the request method", trigger="cseq_method")
+    req.max_forwards  # noqa: B018
+
+
+def _check_response(resp: Response) -> None:
+    # A response we cannot match to a transaction is dropped (§18.1.2); malformed here means
+    # "drop", never "answer".
+    _check_single(resp.headers)
+    if not resp.vias:
+        raise SipParseError("missing Via header", trigger="missing_header")
+    resp.cseq  # noqa: B018
+    resp.call_id  # noqa: B018
+    resp.from_  # noqa: B018
+    resp.to  # noqa: B018
+
+
+def _parse_start_line(line: str) -> tuple[bool, str, str, str]:
+    """(is_request, a, b, version): method/uri for requests, status/reason for responses."""
+    if line[:4].upper() == "SIP/":
+        # Status-Line = SIP-Version SP Status-Code SP Reason-Phrase
+        parts = line.split(" ", 2)
+        version = parts[0]
+        if not _VERSION_RE.fullmatch(version):
+            raise SipParseError("bad SIP-Version", trigger="bad_start_line")
+        if len(parts) < 2:
+            raise SipParseError("status line without code", trigger="bad_start_line")
+        code = parts[1]
+        if len(code) != 3 or not code.isdigit() or not code.isascii() or code[0] not in "123456":
+            raise SipParseError(f"bad status code {code[:20]!r}", trigger="bad_status_code")
+        # RFC 4475 §3.1.1.11 "noreason": a missing Reason-Phrase is tolerated.
+        return False, code, parts[2] if len(parts) > 2 else "", version
+    # Request-Line = Method SP Request-URI SP SIP-Version CRLF: exactly single spaces
+    # (RFC 4475 §3.1.2.13 lwsruri / §3.1.2.14 lwsstart / §3.1.2.15 trws are 400).
+    parts = line.split(" ")
+    if len(parts) != 3:
+        raise SipParseError("request line needs exactly three parts", trigger="bad_start_line")
+    method, uri, version = parts
+    if not _TOKEN_RE.fullmatch(method):
+        raise SipParseError(f"bad method {method[:20]!r}", trigger="bad_start_line")
+    if not uri:
+        raise SipParseError("empty Request-URI", trigger="bad_start_line")
+    if not _VERSION_RE.fullmatch(version):
+        raise SipParseError(f"bad SIP-Version {version[:20]!r}", trigger="bad_start_line")
+    return True, method, uri, version
+
+
+def _parse(data: bytes) -> Request | Response:
+    start = 0
+    while data.startswith(b"\r\n", start):
+        start += 2
+    end = data.find(b"\r\n\r\n", start)
+    if end < 0:
+        raise SipParseError("no empty line after the headers", trigger="no_header_end")
+    head_bytes = data[start:end]
+    try:
+        head = head_bytes.decode("utf-8")
+    except UnicodeDecodeError:
+        raise SipParseError("header block is not UTF-8", trigger="bad_utf8") from None
+    lines = head.split("\r\n")
+    for line in lines:
+        if "\r" in line or "\n" in line:
+            # NUL is legal inside a quoted-pair (RFC 4475 §3.1.1.2 intmeth), so only bare
+            # CR/LF are refused here.
+            raise SipParseError("bare CR or LF in header block", trigger="bad_line_end")
+    headers = Headers._from_parsed(_split_fields(lines[1:]))
+    body = data[end + 4 :]
+    # Anything that does not start like a Status-Line is treated as a request attempt, so a
+    # broken Request-Line still gets a 400 when the reply headers are usable.
+    is_request = lines[0][:4].upper() != "SIP/"
+    message: Request | Response
+    try:
+        is_request, a, b, version = _parse_start_line(lines[0])
+        if is_request:
+            message = Request(a, b, headers, b"", version)
+        else:
+            message = Response(int(a), b, headers, b"", version)
+        if version.upper() != "SIP/2.0":
+            # §8.2.2.1 / §21.5.20: 505 Version Not Supported (RFC 4475 §3.1.2.17 badvers).
+            raise SipParseError(f"SIP version {version!r}", status=505, trigger="bad_version")
+        lengths = headers.get_all("content-length")
+        if lengths:
+            length = parse_int_value(lengths[0], "content_length", _CONTENT_LENGTH_MAX)
+            for other in lengths[1:]:
+                if parse_int_value(other, "content_length", _CONTENT_LENGTH_MAX) != length:
+                    raise SipParseError("conflicting Content-Length", trigger="content_length")
+            if len(body) < length:
+                raise SipParseError(
+                    f"body is {len(body)} bytes, Content-Length says {length}",
+                    trigger="body_truncated",
+                )
+            if len(body) > length:
+                body = body[:length]
+        message.body = body
+        if isinstance(message, Request):
+            _check_request(message)
+        else:
+            _check_response(message)
+    except SipParseError as exc:
+        exc.can_reply = is_request and _can_reply(headers)
+        raise
+    return message
+
+
+def parse_untrusted(data: bytes) -> Request | Response:
+    """Parse one SIP message from a datagram (or one framed stream message).
+
+    Args:
+        data: the raw bytes.
+
+    Returns:
+        A ``Request`` or ``Response``; body truncated to Content-Length when longer.
+
+    Raises:
+        SipParseError: and nothing else. ``status`` is 400 except 505 for a SIP-Version other
+            than 2.0; ``can_reply`` says whether a 400 can be sent back.
+    """
+    try:
+        return _parse(data)
+    except SipParseError:
+        raise
+    except (ValueError, IndexError, KeyError, TypeError, OverflowError) as exc:
+        raise SipParseError(f"internal parse failure: {exc!r}", trigger="internal") from exc
+
+
+def serialize(message: Request | Response) -> bytes:
+    """Wire form of ``message``, with a correct Content-Length.
+
+    An existing Content-Length field is kept (name and position) and its value replaced when
+    wrong; otherwise one is appended. Nothing else is rewritten.
+    """
+    if isinstance(message, Request):
+        start = f"{message.method} {message.uri} {message.version}"
+    else:
+        start = f"{message.version} {message.status} {message.reason}"
+    body = message.body
+    length = str(len(body))
+    parts = [start]
+    have_length = False
+    for canon, name, value in message.headers._fields:
+        if canon == "content-length":
+            if have_length:
+                continue  # one Content-Length only
+            have_length = True
+            if value != length and not (
+                value.isascii() and value.isdigit() and int(value) == len(body)
+            ):
+                value = length
+        parts.append(f"{name}: {value}")
+    if not have_length:
+        parts.append(f"Content-Length: {length}")
+    parts.append("\r\n")
+    return "\r\n".join(parts).encode("utf-8") + body

@@ -1,0 +1,305 @@
+"""trio driver: UDP and TCP sockets plus one timer, feeding one sans-IO :class:`SipCore`.
+
+The loop shape follows ``../shared/docs/PERFORMANCE.md``: awaiting ``recvfrom`` once per datagram
+costs about three times the SIP work of a relay, so the UDP loop waits for readability once and
+then drains the socket with non-blocking ``recvfrom`` until ``BlockingIOError``, yielding to trio
+every :data:`BATCH` datagrams. After each batch it flushes what the core queued and re-arms the
+single timer if the core's next deadline moved earlier.
+
+TCP (RFC 3261 §18.3) is framed by :class:`router.sip.StreamFramer`. Connections are kept in one
+table by peer address and reused for responses and for requests to the same destination
+(§18.2.2: "the server transport uses the connection the request arrived on"). A framing error
+closes that connection and is counted; it never reaches the other connections.
+
+Nothing the network sends can end the loops: the core promises not to raise, and the driver still
+catches and counts any exception from it (``core_error``) so one bad message costs one message.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import socket
+from collections import Counter
+from dataclasses import dataclass, field
+
+import trio
+
+from router.sip import SipParseError, StreamFramer
+
+from .base import Address, Inbound, Outgoing, SipCore, TransportName
+
+log = logging.getLogger("siplab.transport")
+
+BATCH = 64
+"""Datagrams handled between two trio checkpoints."""
+MAX_DATAGRAM = 65535
+SOCKET_BUFFER = 8 * 1024 * 1024
+TCP_QUEUE = 4096
+"""Messages buffered per TCP connection before it is considered stuck and closed."""
+
+
+@dataclass(slots=True)
+class DriverStatistics:
+    """Counters of the driver (``statistics()`` returns a copy)."""
+
+    datagrams_in: int = 0
+    datagrams_out: int = 0
+    tcp_messages_in: int = 0
+    tcp_messages_out: int = 0
+    tcp_connections: int = 0
+    drops: Counter[str] = field(default_factory=Counter)
+
+
+class _TcpConnection:
+    def __init__(self, stream: trio.SocketStream, peer: Address, local: Address) -> None:
+        self.stream = stream
+        self.peer = peer
+        self.local = local
+        self.send_channel, self.receive_channel = trio.open_memory_channel[bytes](TCP_QUEUE)
+
+
+class SipDriver:
+    """Runs the sockets of one SIP node around one core."""
+
+    def __init__(
+        self,
+        core: SipCore,
+        *,
+        udp: list[Address] | None = None,
+        tcp: list[Address] | None = None,
+    ) -> None:
+        self.core = core
+        self._udp_addrs = list(udp or [])
+        self._tcp_addrs = list(tcp or [])
+        self._udp_socks: list[tuple[Address, socket.socket]] = []
+        self._tcp_conns: dict[Address, _TcpConnection] = {}
+        self._timer_scope: trio.CancelScope | None = None
+        self._nursery: trio.Nursery | None = None
+        self._stats = DriverStatistics()
+        self.bound_udp: list[Address] = []
+        self.bound_tcp: list[Address] = []
+
+    def statistics(self) -> DriverStatistics:
+        s = self._stats
+        return DriverStatistics(
+            s.datagrams_in,
+            s.datagrams_out,
+            s.tcp_messages_in,
+            s.tcp_messages_out,
+            len(self._tcp_conns),
+            Counter(s.drops),
+        )
+
+    async def serve(
+        self, *, task_status: trio.TaskStatus[SipDriver] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Bind every socket, report ready, then run until cancelled."""
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                await self._start(nursery)
+                task_status.started(self)
+        finally:
+            for _, sock in self._udp_socks:
+                sock.close()
+            self._udp_socks.clear()
+
+    async def _start(self, nursery: trio.Nursery) -> None:
+        for addr in self._udp_addrs:
+            family = socket.AF_INET6 if ":" in addr[0] else socket.AF_INET
+            sock = socket.socket(family, socket.SOCK_DGRAM)
+            sock.setblocking(False)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
+                try:
+                    sock.setsockopt(socket.SOL_SOCKET, opt, SOCKET_BUFFER)
+                except OSError:  # pragma: no cover - kernel limits
+                    pass
+            sock.bind(addr)  # an IP literal: no name lookup, cannot block
+            bound = sock.getsockname()[:2]
+            self._udp_socks.append((bound, sock))
+            self.bound_udp.append(bound)
+            nursery.start_soon(self._udp_loop, bound, sock)
+        for addr in self._tcp_addrs:
+            listeners = await trio.open_tcp_listeners(addr[1], host=addr[0])
+            for listener in listeners:
+                bound = listener.socket.getsockname()[:2]
+                self.bound_tcp.append(bound)
+                nursery.start_soon(trio.serve_listeners, self._tcp_accepted, [listener])
+        nursery.start_soon(self._timer_loop)
+
+    # -- output ---------------------------------------------------------------------------
+
+    def flush(self) -> None:
+        """Send everything the core has queued, then re-arm the timer."""
+        for out in self.core.drain_outgoing():
+            if out.transport == "tcp":
+                self._send_tcp(out)
+            else:
+                self._send_udp(out)
+        self._rearm_timer()
+
+    def _udp_socket_for(self, local: Address | None) -> socket.socket | None:
+        if not self._udp_socks:
+            return None
+        if local is not None:
+            for addr, sock in self._udp_socks:
+                if addr == local:
+                    return sock
+        return self._udp_socks[0][1]
+
+    def _send_udp(self, out: Outgoing) -> None:
+        sock = self._udp_socket_for(out.local)
+        if sock is None:
+            self._stats.drops["no_udp_socket"] += 1
+            return
+        try:
+            sock.sendto(out.data, out.dest)
+            self._stats.datagrams_out += 1
+        except BlockingIOError:
+            self._stats.drops["udp_send_buffer_full"] += 1
+        except OSError as exc:
+            self._stats.drops[f"udp_send_{errno.errorcode.get(exc.errno or 0, 'error')}"] += 1
+            self._transport_failed(out.dest, "udp")
+
+    def _send_tcp(self, out: Outgoing) -> None:
+        conn = self._tcp_conns.get(out.dest)
+        if conn is None:
+            if self._nursery is None:
+                self._stats.drops["tcp_not_running"] += 1
+                return
+            self._nursery.start_soon(self._tcp_connect_and_send, out)
+            return
+        try:
+            conn.send_channel.send_nowait(out.data)
+        except (trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
+            self._stats.drops["tcp_send_queue_full"] += 1
+            self._transport_failed(out.dest, "tcp")
+
+    def _transport_failed(self, dest: Address, transport: TransportName) -> None:
+        try:
+            self.core.transport_failed(dest, transport, now=trio.current_time())
+        except Exception:  # the core must not kill the driver
+            self._stats.drops["core_error"] += 1
+            log.exception("core raised in transport_failed")
+
+    # -- input ----------------------------------------------------------------------------
+
+    def _deliver(self, data: bytes, inbound: Inbound) -> None:
+        try:
+            self.core.receive_untrusted(data, inbound, now=trio.current_time())
+        except Exception:
+            self._stats.drops["core_error"] += 1
+            log.exception("core raised on a message from %s", inbound.source)
+
+    async def _udp_loop(self, local: Address, sock: socket.socket) -> None:
+        while True:
+            await trio.lowlevel.wait_readable(sock)
+            handled = 0
+            while True:
+                try:
+                    data, source = sock.recvfrom(MAX_DATAGRAM)
+                except BlockingIOError:
+                    break
+                except OSError as exc:
+                    # ICMP port unreachable from an earlier send shows up here on Linux.
+                    self._stats.drops[
+                        f"udp_recv_{errno.errorcode.get(exc.errno or 0, 'error')}"
+                    ] += 1
+                    continue
+                self._stats.datagrams_in += 1
+                self._deliver(data, Inbound("udp", (source[0], source[1]), local))
+                handled += 1
+                if handled % BATCH == 0:
+                    self.flush()
+                    await trio.lowlevel.checkpoint()
+            self.flush()
+
+    async def _tcp_accepted(self, stream: trio.SocketStream) -> None:
+        peer = stream.socket.getpeername()[:2]
+        local = stream.socket.getsockname()[:2]
+        await self._run_connection(_TcpConnection(stream, (peer[0], peer[1]), (local[0], local[1])))
+
+    async def _tcp_connect_and_send(self, out: Outgoing) -> None:
+        try:
+            stream = await trio.open_tcp_stream(out.dest[0], out.dest[1])
+        except OSError:
+            self._stats.drops["tcp_connect_failed"] += 1
+            self._transport_failed(out.dest, "tcp")
+            return
+        local = stream.socket.getsockname()[:2]
+        conn = _TcpConnection(stream, out.dest, (local[0], local[1]))
+        conn.send_channel.send_nowait(out.data)
+        await self._run_connection(conn)
+
+    async def _run_connection(self, conn: _TcpConnection) -> None:
+        previous = self._tcp_conns.get(conn.peer)
+        self._tcp_conns[conn.peer] = conn
+        self._stats.tcp_connections += 1
+        try:
+            async with conn.stream, trio.open_nursery() as nursery:
+                nursery.start_soon(self._tcp_writer, conn)
+                await self._tcp_reader(conn)
+                nursery.cancel_scope.cancel()
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+            self._stats.drops["tcp_connection_lost"] += 1
+        finally:
+            if self._tcp_conns.get(conn.peer) is conn:
+                if previous is not None and previous is not conn:
+                    self._tcp_conns[conn.peer] = previous
+                else:
+                    del self._tcp_conns[conn.peer]
+
+    async def _tcp_reader(self, conn: _TcpConnection) -> None:
+        framer = StreamFramer()
+        inbound = Inbound("tcp", conn.peer, conn.local)
+        while True:
+            chunk = await conn.stream.receive_some(65536)
+            if not chunk:
+                return
+            framer.feed(chunk)
+            try:
+                while (message := framer.next_message()) is not None:
+                    self._stats.tcp_messages_in += 1
+                    self._deliver(message, inbound)
+            except SipParseError as exc:
+                self._stats.drops[f"tcp_framing_{exc.trigger}"] += 1
+                log.info("closing TCP connection from %s: %s", conn.peer, exc)
+                self.flush()
+                return
+            if framer.keepalives:
+                framer.keepalives = 0
+                conn.send_channel.send_nowait(b"\r\n")  # RFC 5626 §4.4.1 pong
+            self.flush()
+
+    async def _tcp_writer(self, conn: _TcpConnection) -> None:
+        async for data in conn.receive_channel:
+            await conn.stream.send_all(data)
+            self._stats.tcp_messages_out += 1
+
+    # -- timers ---------------------------------------------------------------------------
+
+    def _rearm_timer(self) -> None:
+        scope = self._timer_scope
+        if scope is None:
+            return
+        deadline = self.core.next_deadline()
+        if deadline is not None and deadline < scope.deadline:
+            scope.deadline = deadline
+
+    async def _timer_loop(self) -> None:
+        while True:
+            deadline = self.core.next_deadline()
+            with trio.CancelScope(
+                deadline=deadline if deadline is not None else float("inf")
+            ) as scope:
+                self._timer_scope = scope
+                await trio.sleep_forever()
+            self._timer_scope = None
+            try:
+                self.core.handle_timers(now=trio.current_time())
+            except Exception:
+                self._stats.drops["core_error"] += 1
+                log.exception("core raised in handle_timers")
+            self.flush()

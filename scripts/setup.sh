@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# One-time (idempotent) set-up of a fresh Debian 12 machine for siplab.
+# Installs the Debian packages the lab and the tests use, and siplab itself (editable) with its
+# Python dependencies. Safe to re-run: it skips what is already there.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+APT_PACKAGES=(
+  sip-tester            # SIPp, the load generator
+  kamailio              # the alternate router under test and the benchmark peer
+  kamailio-sqlite-modules
+  kamailio-postgres-modules
+  kamailio-extra-modules
+  postgresql            # the shared realtime DB backend (tests start their own cluster)
+  tshark                # optional capture of the lab's SIP on lo
+  iproute2 procps psmisc
+)
+
+need=()
+for p in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need+=("$p")
+done
+if ((${#need[@]})); then
+  if [ "$(id -u)" != 0 ]; then SUDO=sudo; else SUDO=; fi
+  export DEBIAN_FRONTEND=noninteractive
+  echo "setup: installing Debian packages: ${need[*]}"
+  echo "wireshark-common wireshark-common/install-setuid boolean false" | $SUDO debconf-set-selections || true
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+  # Debian starts the packaged services; the lab runs its own instances instead.
+  for svc in kamailio postgresql; do
+    $SUDO systemctl stop "$svc" >/dev/null 2>&1 || $SUDO service "$svc" stop >/dev/null 2>&1 || true
+  done
+fi
+
+PY=${PYTHON:-python3}
+if ! $PY -c "import router, trio, pytest_trio, hypothesis, pandas, matplotlib" >/dev/null 2>&1 \
+   || [ pyproject.toml -nt .siplab-installed ]; then
+  echo "setup: installing siplab and its Python dependencies"
+  $PY -m pip install -q --disable-pip-version-check -e '.[test,reports,docker,attack]'
+  touch .siplab-installed
+fi
