@@ -82,7 +82,7 @@ class ManagedProcess:
         self._forget()
         return code
 
-    def signal(self, sig: signal.Signals) -> None:
+    def send_signal(self, sig: signal.Signals) -> None:
         """Send ``sig`` to the child (its PID only), ignoring an already-exited child."""
         if self.popen.poll() is None:
             try:
@@ -100,7 +100,7 @@ class ManagedProcess:
             The exit code (negative signal number when killed by a signal).
         """
         if self.popen.poll() is None:
-            self.signal(sig or self.stop_signal)
+            self.send_signal(sig or self.stop_signal)
             try:
                 self.popen.wait(grace)
             except subprocess.TimeoutExpired:

@@ -24,6 +24,8 @@ def request_route(ctx: RequestContext) -> None:
     if not ctx.maxfwd_process():
         ctx.reply(483, "Too Many Hops")
         return
+    if not ctx.loop_check():
+        return  # 482 sent
     if ctx.is_method("OPTIONS") and ctx.uri_is_myself() and not ctx.ruri_user:
         ctx.reply(200, "Keepalive")
         return

@@ -132,6 +132,13 @@ class RequestContext:
             return False
         return isinstance(uri, SipUri) or uri.__class__.__name__ == "TelUri"
 
+    def loop_check(self) -> bool:
+        """§16.3 step 4: False (and 482 sent) when the request already passed here unchanged."""
+        if self.router.proxy.detects_loop(self.request):
+            self.reply(482, "Loop Detected")
+            return False
+        return True
+
     def maxfwd_process(self) -> bool:
         """Kamailio ``mf_process_maxfwd_header``: False when Max-Forwards is 0 (§16.3 step 3).
 

@@ -179,7 +179,8 @@ def parse_result(
 
     Files named by SIPp after its PID are looked up with that ``pid`` when given.
     """
-    header, rows = ([], [])
+    header: list[str] = []
+    rows: list[list[str]] = []
     stat = folder / f"{stem}_stat.csv"
     if stat.exists():
         header, rows = _read_rows(stat)

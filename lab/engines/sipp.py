@@ -267,11 +267,17 @@ async def run_sipp_async(run: SippRun, workdir: Path, *, binary: str | None = No
     return result
 
 
+_FATAL_EXIT = {254: "cannot bind its socket", 255: "fatal error"}
+
+
 def _check_started(handle: SippProcess, result: SippResult) -> None:
-    if result.stats_rows == 0:
+    fatal = _FATAL_EXIT.get(result.exit_code or 0)
+    if result.stats_rows == 0 or fatal:
+        why = fatal or "wrote no statistics"
+        errors = "\n".join(result.errors[-5:])
         raise SippError(
-            f"SIPp {handle.run.stem} wrote no statistics (exit {result.exit_code}); "
-            f"log:\n{handle.process.log_text(4000)}"
+            f"SIPp {handle.run.stem} {why} (exit {result.exit_code}); {errors}\n"
+            f"log:\n{handle.process.log_text(2000)}"
         )
 
 

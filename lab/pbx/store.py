@@ -315,8 +315,18 @@ class PbxStore:
                 "INSERT INTO ps_contacts (id, uri, expiration_time, path, user_agent, "
                 "reg_server, endpoint, call_id, via_addr, via_port, qualify_frequency, "
                 "prune_on_boot) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, 'no')",
-                (cid, uri, expiration_time, path, user_agent, reg_server, endpoint, call_id,
-                 via_addr, via_port),
+                (
+                    cid,
+                    uri,
+                    expiration_time,
+                    path,
+                    user_agent,
+                    reg_server,
+                    endpoint,
+                    call_id,
+                    via_addr,
+                    via_port,
+                ),
             )
 
     def delete_contact(self, aor: str, uri: str) -> None:
@@ -360,9 +370,7 @@ class PbxStore:
             f"WHERE interface IN ({marks})",
             tuple(interfaces),
         )
-        return {
-            str(i): SharedMemberState(str(i), n, bool(c), cid, e) for i, n, c, cid, e in rows
-        }
+        return {str(i): SharedMemberState(str(i), n, bool(c), cid, e) for i, n, c, cid, e in rows}
 
     def claim_member(self, interface: str, *, node: str, call_id: str, now_epoch: float) -> bool:
         """Mark ``interface`` busy unless another call holds it; True when we got it."""

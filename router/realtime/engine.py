@@ -26,15 +26,28 @@ from __future__ import annotations
 
 import abc
 import sqlite3
+import sys
 import threading
 import urllib.parse
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, Protocol
 
-from router.realtime.schema import Dialect
+from router.realtime.schema import Dialect, quote, upsert_sql
 
 Params = Sequence[Any]
+
+
+def db_errors() -> tuple[type[Exception], ...]:
+    """Driver exceptions an operation may raise, for callers that map them at their edge.
+
+    psycopg is imported only by a PostgreSQL connection (it costs ~100 ms), and its errors
+    cannot occur before that, so it is included only once loaded.
+    """
+    psycopg = sys.modules.get("psycopg")
+    if psycopg is None:
+        return (sqlite3.Error,)
+    return (sqlite3.Error, psycopg.Error)
 
 
 class RealtimeError(Exception):
@@ -57,6 +70,12 @@ class Driver(Protocol):
 
     def query(self, sql: str, params: Params = ()) -> list[tuple[Any, ...]]:
         """Run a SELECT and fetch every row."""
+        ...
+
+    def upsert_many(
+        self, table: str, columns: Sequence[str], key: Sequence[str], rows: Sequence[Params]
+    ) -> None:
+        """Insert-or-update ``rows`` by ``key`` in one transaction (bulk-optimised)."""
         ...
 
     def transaction(self) -> Any:
@@ -106,15 +125,31 @@ class _Base(abc.ABC):
             self._depth = 0
             self._commit()
 
+    @abc.abstractmethod
+    def executemany(self, sql: str, rows: Iterable[Params]) -> None: ...
+
+    def upsert_many(
+        self, table: str, columns: Sequence[str], key: Sequence[str], rows: Sequence[Params]
+    ) -> None:
+        with self.transaction():
+            self.executemany(upsert_sql(table, columns, key), rows)
+
 
 class SqliteDriver(_Base):
     """SQLite in WAL mode, autocommit outside explicit transactions."""
 
     dialect = Dialect.SQLITE
 
-    def __init__(self, path: str, *, synchronous: str = "FULL", busy_timeout_ms: int = 10_000):
+    def __init__(
+        self,
+        path: str,
+        *,
+        url: str | None = None,
+        synchronous: str = "FULL",
+        busy_timeout_ms: int = 10_000,
+    ) -> None:
         super().__init__()
-        self.url = f"sqlite:///{path}"
+        self.url = url if url is not None else f"sqlite:///{path}"
         self.path = path
         # isolation_level=None: the sqlite3 module issues no implicit BEGIN; we do it ourselves.
         self._conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
@@ -198,6 +233,35 @@ class PostgresDriver(_Base):
         with self._lock:
             self._conn.close()
 
+    def upsert_many(
+        self, table: str, columns: Sequence[str], key: Sequence[str], rows: Sequence[Params]
+    ) -> None:
+        """Small batches: pipelined executemany. Large ones: COPY into a temporary table,
+        then one ``INSERT ... SELECT ... ON CONFLICT`` (10x faster for 100,000 rows)."""
+        if len(rows) < _COPY_THRESHOLD:
+            super().upsert_many(table, columns, key, rows)
+            return
+        # One statement may not touch a row twice: keep the last row per key, as the
+        # row-by-row path would end up with.
+        positions = [list(columns).index(k) for k in key]
+        unique = list({tuple(row[p] for p in positions): row for row in rows}.values())
+        names = ", ".join(quote(c) for c in columns)
+        staging = f"_siplab_bulk_{table}"
+        with self.transaction(), self._lock:
+            self._conn.execute(
+                f"CREATE TEMP TABLE {quote(staging)} ON COMMIT DROP AS "
+                f"SELECT {names} FROM {quote(table)} WITH NO DATA"
+            )
+            with self._conn.cursor() as cursor:
+                with cursor.copy(f"COPY {quote(staging)} ({names}) FROM STDIN") as copy:
+                    for row in unique:
+                        copy.write_row(row)
+                cursor.execute(upsert_sql(table, columns, key, select_from=staging))
+            self._conn.execute(f"DROP TABLE {quote(staging)}")
+
+
+_COPY_THRESHOLD = 1000
+
 
 def sqlite_path(url: str) -> str | None:
     """The file path of a SQLite URL or bare path, or None if ``url`` is not SQLite.
@@ -228,11 +292,11 @@ def open_driver(url: str) -> Driver:
         try:
             return PostgresDriver(url)
         except Exception as exc:  # psycopg.OperationalError and friends; psycopg may be absent
-            raise RealtimeError(f"cannot connect to {_redact(url)}: {_one_line(exc)}") from exc
+            raise RealtimeError(f"cannot connect to {redact_url(url)}: {_one_line(exc)}") from exc
     path = sqlite_path(url)
     if path is None:
         raise RealtimeError(
-            f"unsupported database URL {_redact(url)!r} (use sqlite:///path, a file path, "
+            f"unsupported database URL {redact_url(url)!r} (use sqlite:///path, a file path, "
             "or postgresql://...)"
         )
     if not path:
@@ -243,14 +307,14 @@ def open_driver(url: str) -> Driver:
         raise RealtimeError(f"{url}: synchronous must be full, normal or extra")
     try:
         busy = int(options.get("busy_timeout_ms", ["10000"])[0])
-        return SqliteDriver(path, synchronous=synchronous, busy_timeout_ms=busy)
+        return SqliteDriver(path, url=url, synchronous=synchronous, busy_timeout_ms=busy)
     except ValueError as exc:
         raise RealtimeError(f"{url}: busy_timeout_ms must be an integer") from exc
     except sqlite3.Error as exc:
         raise RealtimeError(f"cannot open SQLite database {path}: {exc}") from exc
 
 
-def _redact(url: str) -> str:
+def redact_url(url: str) -> str:
     """The URL without its password, for messages."""
     parts = urllib.parse.urlsplit(url)
     if parts.password is None:

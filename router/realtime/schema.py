@@ -29,6 +29,7 @@ Engine differences are confined to ``ColumnType.sql``: auto-increment keys
 from __future__ import annotations
 
 import enum
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 
@@ -132,6 +133,25 @@ class Table:
 def quote(identifier: str) -> str:
     """Double-quote an identifier (``match``, ``partition`` and ``100rel`` need it)."""
     return '"' + identifier.replace('"', '""') + '"'
+
+
+def upsert_sql(
+    table: str, columns: Sequence[str], key: Sequence[str], *, select_from: str | None = None
+) -> str:
+    """``INSERT ... ON CONFLICT (key) DO UPDATE`` (SQLite >= 3.24 and PostgreSQL).
+
+    Values come from ``?`` placeholders, or from ``SELECT columns FROM select_from``.
+    """
+    names = _names(tuple(columns))
+    if select_from is None:
+        source = "VALUES (" + ", ".join("?" for _ in columns) + ")"
+    else:
+        source = f"SELECT {names} FROM {quote(select_from)}"
+    updates = ", ".join(f"{quote(c)} = excluded.{quote(c)}" for c in columns if c not in key)
+    action = f"DO UPDATE SET {updates}" if updates else "DO NOTHING"
+    return (
+        f"INSERT INTO {quote(table)} ({names}) {source} ON CONFLICT ({_names(tuple(key))}) {action}"
+    )
 
 
 def _names(columns: tuple[str, ...]) -> str:

@@ -32,7 +32,7 @@ from router.realtime.records import (
     UserCredential,
     UserRow,
 )
-from router.realtime.schema import Dialect, quote
+from router.realtime.schema import Dialect, quote, upsert_sql
 
 R = TypeVar("R")
 
@@ -46,25 +46,12 @@ def _select(record: type[Any], table: str, rest: str = "") -> str:
     return f"SELECT {columns} FROM {quote(table)} {rest}".rstrip()
 
 
-def _upsert(table: str, columns: Sequence[str], key: Sequence[str]) -> str:
-    names = ", ".join(quote(c) for c in columns)
-    marks = ", ".join("?" for _ in columns)
-    updates = ", ".join(f"{quote(c)} = excluded.{quote(c)}" for c in columns if c not in key)
-    conflict = ", ".join(quote(c) for c in key)
-    action = f"DO UPDATE SET {updates}" if updates else "DO NOTHING"
-    return (
-        f"INSERT INTO {quote(table)} ({names}) VALUES ({marks}) ON CONFLICT ({conflict}) {action}"
-    )
-
-
 def _values(record: object, columns: Sequence[str]) -> tuple[Any, ...]:
     return tuple(getattr(record, c) for c in columns)
 
 
 _BINDING_COLUMNS = _fields(Binding)
 _CONTACT_COLUMNS = _fields(ContactRow)
-_LOCATION_UPSERT = _upsert("location", _BINDING_COLUMNS, ("ruid",))
-_CONTACT_UPSERT = _upsert("ps_contacts", _CONTACT_COLUMNS, ("id", "reg_server"))
 
 
 class Database:
@@ -204,17 +191,20 @@ class Database:
         auth_cols = ("id", "auth_type", "username", "password", "realm")
         aor_cols = ("id", "max_contacts", "remove_existing")
         with self._db.transaction():
-            self._db.executemany(
-                _upsert("ps_endpoints", endpoint_cols, ("id",)),
+            self._db.upsert_many(
+                "ps_endpoints",
+                endpoint_cols,
+                ("id",),
                 [(n, n, n, context, "username", "all", allow) for n in names],
             )
-            self._db.executemany(
-                _upsert("ps_auths", auth_cols, ("id",)),
+            self._db.upsert_many(
+                "ps_auths",
+                auth_cols,
+                ("id",),
                 [(n, "userpass", n, pw, realm) for n, pw in zip(names, passwords, strict=True)],
             )
-            self._db.executemany(
-                _upsert("ps_aors", aor_cols, ("id",)),
-                [(n, max_contacts, "yes") for n in names],
+            self._db.upsert_many(
+                "ps_aors", aor_cols, ("id",), [(n, max_contacts, "yes") for n in names]
             )
         return [UserCredential(n, pw, domain) for n, pw in zip(names, passwords, strict=True)]
 
@@ -236,7 +226,7 @@ class Database:
         """
         with self._db.transaction():
             self._db.execute(
-                _upsert(
+                upsert_sql(
                     "ps_endpoints",
                     ("id", "aors", "auth", "context", "identify_by", "disallow", "allow"),
                     ("id",),
@@ -244,11 +234,11 @@ class Database:
                 (endpoint_id, ",".join(aors), None, context, "ip", "all", allow),
             )
             self._db.execute(
-                _upsert("ps_endpoint_id_ips", ("id", "endpoint", "match"), ("id",)),
+                upsert_sql("ps_endpoint_id_ips", ("id", "endpoint", "match"), ("id",)),
                 (endpoint_id, endpoint_id, router_ip),
             )
             self._db.executemany(
-                _upsert("ps_aors", ("id", "contact", "max_contacts"), ("id",)),
+                upsert_sql("ps_aors", ("id", "contact", "max_contacts"), ("id",)),
                 [(aor, contact, 1) for aor in aors],
             )
 
@@ -283,7 +273,7 @@ class Database:
         """Insert or update bindings by ``ruid``, all in one transaction; returns the count."""
         rows = [_values(b, _BINDING_COLUMNS) for b in bindings]
         with self._db.transaction():
-            self._db.executemany(_LOCATION_UPSERT, rows)
+            self._db.upsert_many("location", _BINDING_COLUMNS, ("ruid",), rows)
         return len(rows)
 
     def location_delete(
@@ -338,7 +328,7 @@ class Database:
         """Insert or update contacts by (id, reg_server), in one transaction."""
         rows = [_values(c, _CONTACT_COLUMNS) for c in contacts]
         with self._db.transaction():
-            self._db.executemany(_CONTACT_UPSERT, rows)
+            self._db.upsert_many("ps_contacts", _CONTACT_COLUMNS, ("id", "reg_server"), rows)
         return len(rows)
 
     def contacts_for_aor(self, aor: str, now: float) -> list[ContactRow]:
@@ -427,7 +417,7 @@ class Database:
             sql = f"INSERT INTO queue_members ({names}) VALUES (?, ?, ?, ?, ?) "
         sql += "ON CONFLICT (queue_name, interface) DO UPDATE SET penalty = excluded.penalty"
         with self._db.transaction():
-            self._db.execute(_upsert("queues", columns, ("name",)), _values(row, columns))
+            self._db.execute(upsert_sql("queues", columns, ("name",)), _values(row, columns))
             for interface in members:
                 membername = interface.rsplit("/", 1)[-1]
                 penalty = penalties.get(interface, 0)
@@ -468,7 +458,7 @@ class Database:
         values = list(_values(state, columns))
         values[columns.index("in_call")] = int(state.in_call)
         with self._db.transaction():
-            self._db.execute(_upsert("queue_member_state", columns, ("interface",)), values)
+            self._db.execute(upsert_sql("queue_member_state", columns, ("interface",)), values)
 
     def member_state_get(self, interface: str) -> MemberState | None:
         """The shared state of one agent device, or None if never recorded."""

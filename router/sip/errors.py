@@ -160,6 +160,8 @@ class SipParseError(SipError):
         super().__init__(message, status=status)
         self.trigger = trigger
         self.can_reply = can_reply
+        self.partial: object | None = None
+        """The request as far as it parsed, when ``can_reply`` (to build the 400 from)."""
 
     def __repr__(self) -> str:
         return (

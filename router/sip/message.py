@@ -38,6 +38,7 @@ from .uri import Uri, parse_uri, split_outside_quotes
 T = TypeVar("T")
 
 _Field = tuple[str, str, str]  # (canonical name, raw name, raw value)
+_MISSING = object()
 
 
 def _first_top_level_comma(value: str) -> int:
@@ -226,12 +227,11 @@ class Headers:
 
     def cached(self, key: str, parse: Callable[[Headers], T]) -> T:
         """``parse(self)``, memoised under ``key`` until the next mutation."""
-        try:
-            return cast(T, self._cache[key])
-        except KeyError:
+        value = self._cache.get(key, _MISSING)
+        if value is _MISSING:
             value = parse(self)
             self._cache[key] = value
-            return value
+        return cast(T, value)
 
 
 # ----------------------------------------------------------------------------------------
@@ -239,8 +239,16 @@ class Headers:
 # the cache lives with the fields it was computed from.
 
 
+def _first(headers: Headers, canon: str) -> str | None:
+    """First value of an already-canonical name (skips canonical_name on the hot path)."""
+    for f in headers._fields:
+        if f[0] == canon:
+            return f[2]
+    return None
+
+
 def _required(headers: Headers, name: str) -> str:
-    value = headers.get(name)
+    value = _first(headers, name)
     if value is None:
         raise SipParseError(f"missing {name} header", trigger="missing_header")
     return value
@@ -273,7 +281,7 @@ def _vias(h: Headers) -> list[Via]:
 
 
 def _max_forwards(h: Headers) -> int | None:
-    value = h.get("max-forwards")
+    value = _first(h, "max-forwards")
     # RFC 3261 §20.22: Max-Forwards = 1*DIGIT, "between 0 and 255" in practice.
     return None if value is None else parse_int_value(value, "max_forwards", 255)
 
@@ -301,17 +309,17 @@ _paths = _name_addrs("path")
 
 
 def _expires(h: Headers) -> int | None:
-    value = h.get("expires")
+    value = _first(h, "expires")
     return None if value is None else parse_delta_seconds(value, "expires")
 
 
 def _content_length(h: Headers) -> int | None:
-    value = h.get("content-length")
+    value = _first(h, "content-length")
     return None if value is None else parse_int_value(value, "content_length", 2**31 - 1)
 
 
 def _content_type(h: Headers) -> str | None:
-    value = h.get("content-type")
+    value = _first(h, "content-type")
     return None if value is None else value.strip()
 
 

@@ -56,8 +56,23 @@ def _canonical_untrusted(name: str) -> str:
     return canon
 
 
-def _split_fields(lines: list[str]) -> list[_Field]:
+def _split_fields(lines: list[str], folded: bool) -> list[_Field]:
     fields: list[_Field] = []
+    if not folded:
+        # Fast path, the common case: one field per line.
+        cache = _NAME_CACHE
+        for line in lines:
+            name, sep, value = line.partition(":")
+            if not sep:
+                raise SipParseError(
+                    f"header line without ':': {line[:40]!r}", trigger="bad_header_line"
+                )
+            name = name.rstrip(" \t")
+            canon = cache.get(name)
+            if canon is None:
+                canon = _canonical_untrusted(name)
+            fields.append((canon, name, value.strip(" \t")))
+        return fields
     for line in lines:
         if not line:
             raise SipParseError("empty header line", trigger="bad_header_line")
@@ -191,18 +206,19 @@ def _parse(data: bytes) -> Request | Response:
         head = head_bytes.decode("utf-8")
     except UnicodeDecodeError:
         raise SipParseError("header block is not UTF-8", trigger="bad_utf8") from None
+    crlf = head.count("\r\n")
+    if head.count("\r") != crlf or head.count("\n") != crlf:
+        # NUL is legal inside a quoted-pair (RFC 4475 §3.1.1.2 intmeth), so only bare
+        # CR/LF are refused here.
+        raise SipParseError("bare CR or LF in header block", trigger="bad_line_end")
     lines = head.split("\r\n")
-    for line in lines:
-        if "\r" in line or "\n" in line:
-            # NUL is legal inside a quoted-pair (RFC 4475 §3.1.1.2 intmeth), so only bare
-            # CR/LF are refused here.
-            raise SipParseError("bare CR or LF in header block", trigger="bad_line_end")
-    headers = Headers._from_parsed(_split_fields(lines[1:]))
+    folded = "\r\n " in head or "\r\n\t" in head
+    headers = Headers._from_parsed(_split_fields(lines[1:], folded))
     body = data[end + 4 :]
     # Anything that does not start like a Status-Line is treated as a request attempt, so a
     # broken Request-Line still gets a 400 when the reply headers are usable.
     is_request = lines[0][:4].upper() != "SIP/"
-    message: Request | Response
+    message: Request | Response | None = None
     try:
         is_request, a, b, version = _parse_start_line(lines[0])
         if is_request:
@@ -232,6 +248,11 @@ def _parse(data: bytes) -> Request | Response:
             _check_response(message)
     except SipParseError as exc:
         exc.can_reply = is_request and _can_reply(headers)
+        if exc.can_reply:
+            # A broken Request-Line still leaves usable reply headers (RFC 4475 lwsstart).
+            exc.partial = (
+                message if isinstance(message, Request) else Request("UNKNOWN", "sip:invalid", headers)
+            )
         raise
     return message
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from router.sip.digest import (
     Algorithm,
@@ -410,3 +412,31 @@ def test_digest_server_flow_end_to_end() -> None:
     assert not counter.advance(received.nonce, received.nc_value, 13.0)
     # After the lifetime the nonce is STALE: the server re-challenges with stale=true.
     assert manager.check(received.nonce, 41.0) is NonceState.STALE
+
+
+# --- Untrusted input: parse or raise SipParseError, nothing else ---------------------------------
+
+_DIGEST_TEXT = st.text(
+    alphabet=st.sampled_from(list('Digest realm="nonce=,\\ \t;:/@qop=auth-int ncMD5\u00e9\x00')),
+    max_size=80,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(st.text(max_size=60), _DIGEST_TEXT.map(lambda s: "Digest " + s)))
+def test_digest_parsers_raise_only_sip_parse_error(value: str) -> None:
+    statuses = []
+    for parse in (parse_challenge, parse_credentials):
+        try:
+            parsed = parse(value)
+        except SipParseError as exc:
+            statuses.append(exc.status)
+        else:
+            assert parse(str(parsed)) == parsed
+    assert set(statuses) <= {400}
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(max_size=80))
+def test_nonce_check_never_raises(nonce: str) -> None:
+    assert NonceManager(b"k", 30).check(nonce, 0.0) is NonceState.INVALID

@@ -25,10 +25,23 @@ from router.sip import (
 CORPUS = sorted((pathlib.Path(__file__).parent.parent / "data" / "rfc4475").glob("*.sip"))
 SEEDS = [p.read_bytes() for p in CORPUS]
 
-TOKEN = st.text(alphabet="abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-.!%*_+`'~", min_size=1, max_size=12)
-HOST = st.from_regex(r"[a-z][a-z0-9]{0,8}(\.[a-z][a-z0-9]{0,8}){0,2}", fullmatch=True)
+TOKEN = st.text(
+    alphabet="abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-.!%*_+`'~",
+    min_size=1,
+    max_size=12,
+)
+URI_WORD = st.text(
+    alphabet="abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.!~*'()",
+    min_size=1,
+    max_size=10,
+)
+HOST = st.lists(
+    st.text(alphabet="abcdefghijklmnopqrstuvwxyz", min_size=1, max_size=6), min_size=1, max_size=3
+).map(".".join)
 PORT = st.one_of(st.none(), st.integers(1, 65535))
-METHOD = st.sampled_from(["INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "REGISTER", "MESSAGE", "X-NEW"])
+METHOD = st.sampled_from(
+    ["INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "REGISTER", "MESSAGE", "X-NEW"]
+)
 DISPLAY = st.one_of(
     st.none(),
     st.text(
@@ -38,7 +51,9 @@ DISPLAY = st.one_of(
     ),
 )
 TEXT_VALUE = st.text(
-    alphabet=st.characters(blacklist_categories=["Cs", "Cc", "Zl", "Zp"], blacklist_characters="\r\n"),
+    alphabet=st.characters(
+        blacklist_categories=["Cs", "Cc", "Zl", "Zp"], blacklist_characters="\r\n"
+    ),
     max_size=20,
 ).map(str.strip)
 
@@ -49,10 +64,10 @@ def _quote(text: str) -> str:
 
 @st.composite
 def sip_uris(draw: st.DrawFn) -> str:
-    user = draw(st.one_of(st.none(), TOKEN.filter(lambda t: "%" not in t)))
+    user = draw(st.one_of(st.none(), URI_WORD))
     port = draw(PORT)
     host = draw(st.one_of(HOST, st.just("[2001:db8::1]")))
-    params = draw(st.lists(st.tuples(TOKEN.filter(lambda t: "%" not in t), st.one_of(st.none(), TOKEN.filter(lambda t: "%" not in t))), max_size=3))
+    params = draw(st.lists(st.tuples(URI_WORD, st.one_of(st.none(), URI_WORD)), max_size=3))
     out = "sip:" + (f"{user}@" if user else "") + host + (f":{port}" if port else "")
     return out + "".join(f";{n}" if v is None else f";{n}={v}" for n, v in params)
 
@@ -97,7 +112,7 @@ def messages(draw: st.DrawFn) -> Request | Response:
     return Response(status, draw(TEXT_VALUE), headers, body)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(st.binary(max_size=300))
 def test_parser_any_bytes_parse_or_parse_error(data: bytes) -> None:
     try:
@@ -106,7 +121,7 @@ def test_parser_any_bytes_parse_or_parse_error(data: bytes) -> None:
         pass
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(st.sampled_from(SEEDS), st.data())
 def test_parser_mutated_corpus_parse_or_parse_error(seed: bytes, data: st.DataObject) -> None:
     cut = data.draw(st.integers(0, len(seed)))
@@ -137,9 +152,11 @@ def test_parser_round_trip_generated(message: Request | Response) -> None:
     assert parsed.to == message.to
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=80, deadline=None)
 @given(st.lists(messages(), min_size=1, max_size=4), st.data())
-def test_framer_chunking_does_not_matter(batch: list[Request | Response], data: st.DataObject) -> None:
+def test_framer_chunking_does_not_matter(
+    batch: list[Request | Response], data: st.DataObject
+) -> None:
     wires = [serialize(m) for m in batch]
     stream = b"".join(wires)
     cuts = sorted(data.draw(st.lists(st.integers(0, len(stream)), max_size=20)))

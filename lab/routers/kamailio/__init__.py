@@ -14,6 +14,7 @@ from lab.routers.kamailio.runner import (
     check_config,
     kamailio_binary,
     start_kamailio,
+    start_kamailio_config,
     write_config,
 )
 
@@ -29,5 +30,6 @@ __all__ = [
     "kamailio_binary",
     "render_config",
     "start_kamailio",
+    "start_kamailio_config",
     "write_config",
 ]

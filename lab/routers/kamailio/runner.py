@@ -31,6 +31,7 @@ __all__ = [
     "check_config",
     "kamailio_binary",
     "start_kamailio",
+    "start_kamailio_config",
     "write_config",
 ]
 
@@ -106,7 +107,7 @@ def check_config(
     if exe is None:
         raise KamailioError("Kamailio is not installed (Debian package kamailio)")
     # -c does not allocate the real shared memory; a small -m keeps the check fast.
-    args = _base_args(exe, cfg, params, workdir) + ["-c"]
+    args = [*_base_args(exe, cfg, params, workdir), "-c"]
     args[args.index("-m") + 1] = "64"
     done = subprocess.run(args, capture_output=True, text=True, timeout=30, check=False)
     if done.returncode == 0:
@@ -178,10 +179,29 @@ def start_kamailio(
         KamailioError: not installed, exited early, or no SIP answer in ``ready_timeout``
             (the process is stopped and its log quoted).
     """
+    cfg = write_config(params, workdir)
+    return start_kamailio_config(
+        cfg, params, workdir, ready_timeout=ready_timeout, probe_ip=probe_ip, binary=binary
+    )
+
+
+def start_kamailio_config(
+    cfg: Path,
+    params: KamailioParams,
+    workdir: Path,
+    *,
+    ready_timeout: float = 15.0,
+    probe_ip: str = "127.0.0.1",
+    binary: str | None = None,
+) -> KamailioProcess:
+    """Check and start an existing cfg file (``params`` gives address and memory sizes).
+
+    For experiments and tests with a hand-written cfg; :func:`start_kamailio` is the usual door.
+    The cfg must listen on ``params.listen_ip:listen_port`` and answer OPTIONS to itself.
+    """
     exe = binary or kamailio_binary()
     if exe is None:
         raise KamailioError("Kamailio is not installed (Debian package kamailio)")
-    cfg = write_config(params, workdir)
     check_config(cfg, params, workdir, binary=exe)
     argv = [*_base_args(exe, cfg, params, workdir), "-DD", "-E"]
     proc = start_process(argv, name="kamailio", log_dir=workdir)
@@ -196,7 +216,8 @@ def start_kamailio(
         )
     except ProbeTimeout as exc:
         handle.stop(grace=2.0)
+        log = proc.log_text(4000)
         raise KamailioError(
-            f"kamailio at {params.listen_ip}:{params.listen_port}: {exc}\n{proc.log_text(4000)}"
+            f"kamailio at {params.listen_ip}:{params.listen_port}: {exc}\n{log}"
         ) from exc
     return handle

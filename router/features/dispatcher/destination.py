@@ -12,7 +12,8 @@ non-integer numeric attribute is a configuration error here (Kamailio logs "weig
 1-100 range" and uses 0), so the lab never runs a silently different distribution.
 
 A ``Destination`` is immutable; the dispatcher replaces it (``with_flags``) when its state bits
-change, so a value handed out by ``select`` is a snapshot.
+change, so a value handed out by ``select`` is a snapshot. It compares by value but is not
+hashable (``attrs`` is a read-only mapping); key dicts by ``(setid, uri)``.
 """
 
 from __future__ import annotations

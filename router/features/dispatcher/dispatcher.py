@@ -109,29 +109,28 @@ class Dispatcher:
         self._tag_seq = 0
 
     @classmethod
-    def from_list_file(cls, text: str, **kwargs: ProbingConfig | int | bool | None) -> Dispatcher:
+    def from_list_file(
+        cls,
+        text: str,
+        *,
+        probing: ProbingConfig | None = None,
+        seed: int = 0,
+        hash_user_only: bool = False,
+    ) -> Dispatcher:
         """From Kamailio list-file text (raises ``DispatcherConfigError``)."""
-        return cls._with(parse_list_file(text), kwargs)
+        return cls(parse_list_file(text), probing=probing, seed=seed, hash_user_only=hash_user_only)
 
     @classmethod
     def from_rows(
-        cls, rows: Iterable[Mapping[str, object]], **kwargs: ProbingConfig | int | bool | None
+        cls,
+        rows: Iterable[Mapping[str, object]],
+        *,
+        probing: ProbingConfig | None = None,
+        seed: int = 0,
+        hash_user_only: bool = False,
     ) -> Dispatcher:
         """From ``dispatcher`` DB rows or router-config dicts (raises ``DispatcherConfigError``)."""
-        return cls._with(parse_rows(rows), kwargs)
-
-    @classmethod
-    def _with(
-        cls, dests: list[Destination], kwargs: Mapping[str, ProbingConfig | int | bool | None]
-    ) -> Dispatcher:
-        probing = kwargs.get("probing")
-        seed = kwargs.get("seed", 0)
-        user_only = kwargs.get("hash_user_only", False)
-        if not (probing is None or isinstance(probing, ProbingConfig)):
-            raise TypeError("probing must be a ProbingConfig")
-        if not isinstance(seed, int) or not isinstance(user_only, bool):
-            raise TypeError("seed must be int and hash_user_only bool")
-        return cls(dests, probing=probing, seed=seed, hash_user_only=user_only)
+        return cls(parse_rows(rows), probing=probing, seed=seed, hash_user_only=hash_user_only)
 
     # -- inspection ------------------------------------------------------------------------
 

@@ -67,6 +67,7 @@ class Transaction(abc.ABC):
         "request",
         "scheduled_at",
         "sink",
+        "terminated",
         "timers",
     )
 
@@ -93,6 +94,8 @@ class Transaction(abc.ABC):
         self.created_at = now
         self.key: Hashable = None
         """Matching key, set and owned by the layer."""
+        self.terminated = False
+        """True once the machine reached TERMINATED (a plain slot: the layer reads it often)."""
         self.scheduled_at: float | None = None
         """The deadline the layer last queued for this transaction (lazy heap deletion)."""
         self._rt_timer: Timer | None = None
@@ -153,12 +156,8 @@ class Transaction(abc.ABC):
 
     # -- shared outputs -------------------------------------------------------------------
 
-    @property
-    @abc.abstractmethod
-    def terminated(self) -> bool:
-        """True once the machine reached TERMINATED."""
-
     def _terminate(self) -> None:
+        self.terminated = True
         self._disarm_all()
         self.sink.append(TransactionTerminated(self))
 
@@ -192,8 +191,10 @@ class ClientTransaction(Transaction):
     __slots__ = ()
 
     @abc.abstractmethod
-    def receive_response(self, response: Response, *, now: float) -> None:
-        """A response matched this transaction (§17.1.3)."""
+    def receive_response(
+        self, response: Response, *, now: float, source: tuple[str, int] | None = None
+    ) -> None:
+        """A response matched this transaction (§17.1.3); ``source`` is where it came from."""
 
 
 class ServerTransaction(Transaction):

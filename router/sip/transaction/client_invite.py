@@ -178,15 +178,13 @@ class ClientInviteTransaction(ClientTransaction):
         self._arm_lifetime(Timer.B, timers.b, now)
 
     @property
-    def terminated(self) -> bool:
-        return self.state is ClientInviteState.TERMINATED
-
-    @property
     def state_name(self) -> str:
         return self.state.name
 
-    def receive_response(self, response: Response, *, now: float) -> None:
-        """A response matched this transaction (§17.1.3)."""
+    def receive_response(
+        self, response: Response, *, now: float, source: tuple[str, int] | None = None
+    ) -> None:
+        """A response matched this transaction (§17.1.3); ``source`` is where it came from."""
         status = response.status
         if status < 200:
             inp = _I.PROVISIONAL
@@ -194,7 +192,7 @@ class ClientInviteTransaction(ClientTransaction):
             inp = _I.SUCCESS
         else:
             inp = _I.FAILURE
-        self._step(inp, now, response)
+        self._step(inp, now, response, source)
 
     def transport_failed(self, *, now: float) -> None:
         self._step(_I.TRANSPORT_ERROR, now, None)
@@ -202,7 +200,13 @@ class ClientInviteTransaction(ClientTransaction):
     def _on_timer(self, timer: Timer, now: float) -> None:
         self._step(_TIMER_INPUT[timer], now, None)
 
-    def _step(self, inp: ClientInviteInput, now: float, response: Response | None) -> None:
+    def _step(
+        self,
+        inp: ClientInviteInput,
+        now: float,
+        response: Response | None,
+        source: tuple[str, int] | None = None,
+    ) -> None:
         target = TRANSITIONS[self.state].get(inp)
         if target is None:
             return  # absorbed: nothing in Figure 5 for this input in this state
@@ -220,14 +224,14 @@ class ClientInviteTransaction(ClientTransaction):
                 assert response is not None
                 self._disarm_all()  # no more A; B only bounds CALLING
                 self.last_response = response
-                self.sink.append(ResponseReceived(response, self))
+                self.sink.append(ResponseReceived(response, self, source))
             case _I.SUCCESS:
                 assert response is not None
                 if previous is not _S.ACCEPTED:
                     self._disarm_all()
                     self._arm_lifetime(Timer.M, self.timers.m, now)
                 self.last_response = response
-                self.sink.append(ResponseReceived(response, self))
+                self.sink.append(ResponseReceived(response, self, source))
             case _I.FAILURE:
                 assert response is not None
                 if previous is _S.COMPLETED:
@@ -236,7 +240,7 @@ class ClientInviteTransaction(ClientTransaction):
                     self.sink.append(Send(self.ack, self.dest, self, True, self.reliable))
                 else:
                     self.last_response = response
-                    self.sink.append(ResponseReceived(response, self))
+                    self.sink.append(ResponseReceived(response, self, source))
                     self.ack = build_non2xx_ack(self.request, response)
                     self.sink.append(Send(self.ack, self.dest, self, False, self.reliable))
                     self._disarm_all()

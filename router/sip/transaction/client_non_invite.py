@@ -111,17 +111,15 @@ class ClientNonInviteTransaction(ClientTransaction):
         self._arm_lifetime(Timer.F, timers.f, now)
 
     @property
-    def terminated(self) -> bool:
-        return self.state is ClientNonInviteState.TERMINATED
-
-    @property
     def state_name(self) -> str:
         return self.state.name
 
-    def receive_response(self, response: Response, *, now: float) -> None:
-        """A response matched this transaction (§17.1.3)."""
+    def receive_response(
+        self, response: Response, *, now: float, source: tuple[str, int] | None = None
+    ) -> None:
+        """A response matched this transaction (§17.1.3); ``source`` is where it came from."""
         inp = _I.PROVISIONAL if response.status < 200 else _I.FINAL
-        self._step(inp, now, response)
+        self._step(inp, now, response, source)
 
     def transport_failed(self, *, now: float) -> None:
         self._step(_I.TRANSPORT_ERROR, now, None)
@@ -129,7 +127,13 @@ class ClientNonInviteTransaction(ClientTransaction):
     def _on_timer(self, timer: Timer, now: float) -> None:
         self._step(_TIMER_INPUT[timer], now, None)
 
-    def _step(self, inp: ClientNonInviteInput, now: float, response: Response | None) -> None:
+    def _step(
+        self,
+        inp: ClientNonInviteInput,
+        now: float,
+        response: Response | None,
+        source: tuple[str, int] | None = None,
+    ) -> None:
         target = TRANSITIONS[self.state].get(inp)
         if target is None:
             return  # absorbed
@@ -150,11 +154,11 @@ class ClientNonInviteTransaction(ClientTransaction):
             case _I.PROVISIONAL:
                 assert response is not None
                 self.last_response = response
-                self.sink.append(ResponseReceived(response, self))
+                self.sink.append(ResponseReceived(response, self, source))
             case _I.FINAL:
                 assert response is not None
                 self.last_response = response
-                self.sink.append(ResponseReceived(response, self))
+                self.sink.append(ResponseReceived(response, self, source))
                 self._disarm_all()
                 k = self.timers.k(reliable=self.reliable)
                 if k == 0:

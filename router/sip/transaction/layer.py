@@ -327,7 +327,7 @@ class TransactionLayer:
         if tx is None:
             self._events.append(ResponseReceived(response, None, source))
             return
-        tx.receive_response(response, now=now)
+        tx.receive_response(response, now=now, source=source)
         self._settle(tx)
 
     def find_client(self, branch: str, method: str) -> ClientTransaction | None:

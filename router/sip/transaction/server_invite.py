@@ -136,10 +136,6 @@ class ServerInviteTransaction(ServerTransaction):
         """The most recent response the TU sent through us."""
 
     @property
-    def terminated(self) -> bool:
-        return self.state is ServerInviteState.TERMINATED
-
-    @property
     def state_name(self) -> str:
         return self.state.name
 

@@ -112,10 +112,6 @@ class ServerNonInviteTransaction(ServerTransaction):
         """The most recent response the TU sent through us."""
 
     @property
-    def terminated(self) -> bool:
-        return self.state is ServerNonInviteState.TERMINATED
-
-    @property
     def state_name(self) -> str:
         return self.state.name
 

@@ -8,17 +8,16 @@ from router.features.dispatcher import Dispatcher, ProbingConfig, SelectionKey
 
 
 def three_nodes(
-    attrs: tuple[str, str, str] = ("", "", ""), **kwargs: ProbingConfig | int
+    attrs: tuple[str, str, str] = ("", "", ""),
+    *,
+    probing: ProbingConfig | None = None,
+    seed: int = 0,
 ) -> Dispatcher:
     """Set 1 with a, b, c (file order c, b, a so that Kamailio order is a, b, c)."""
     text = "\n".join(
-        f"1 sip:{name}.example.com {0} 0 {attr}".rstrip()
+        f"1 sip:{name}.example.com 0 0 {attr}".rstrip()
         for name, attr in reversed(list(zip("abc", attrs, strict=True)))
     )
-    probing = kwargs.get("probing")
-    seed = kwargs.get("seed", 0)
-    assert probing is None or isinstance(probing, ProbingConfig)
-    assert isinstance(seed, int)
     return Dispatcher.from_list_file(text, probing=probing, seed=seed)
 
 

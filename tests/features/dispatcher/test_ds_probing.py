@@ -18,7 +18,9 @@ from router.features.dispatcher.probing import update_state, wants_ping
 
 from ._helpers import A, B, C, three_nodes
 
-I, T, D, P, N, X = DsFlag.INACTIVE, DsFlag.TRYING, DsFlag.DISABLED, DsFlag.PROBING, 16, 32
+# Short names keep the transition table readable.
+I, T, D, P = DsFlag.INACTIVE, DsFlag.TRYING, DsFlag.DISABLED, DsFlag.PROBING  # noqa: E741
+NODNS, NOPING = DsFlag.NODNSARES, DsFlag.NOPING
 RR = SelectionKey()
 
 
@@ -40,12 +42,14 @@ RR = SelectionKey()
         (I | P, 0, 0, 0, (1, 1), (0, 0)),
         # "old state is inactive, new state is trying => keep it inactive", counter reset
         (I | P, 1, T | P, 0, (1, 2), (I | P, 0)),
+        # ... even below probing_threshold: a failing inactive node never turns usable TRYING
+        (I | P, 0, T | P, 0, (3, 1), (I | P, 0)),
         # ds_mark_dst (mode 1): trying means inactive now, active ignores the threshold
         (0, 0, T, 1, (5, 5), (I, 0)),
         (I | P, 0, 0, 1, (5, 5), (0, 0)),
         # disabled wins and drops the rest; every state bit is replaced (NOPING too)
         (I | P, 0, D | P, 1, (1, 1), (D, 0)),
-        (X | N, 0, P, 1, (1, 1), (P, 0)),
+        (NOPING | NODNS, 0, P, 1, (1, 1), (P, 0)),
     ],
 )
 def test_update_state_transitions(
@@ -76,8 +80,8 @@ def test_update_state_transitions(
         (I | P, {0, 1, 2, 3}),
         (T | P, {0, 1, 3}),
         (D | P, set()),
-        (X | P, set()),
-        (N | P, set()),
+        (NOPING | P, set()),
+        (NODNS | P, set()),
     ],
 )
 def test_which_entries_each_mode_pings(flags: int, pinged_in_modes: set[int]) -> None:
@@ -160,13 +164,20 @@ def test_mode_3_probes_flagged_forever_and_ignores_unflagged_replies() -> None:
     assert dispatcher.destinations(1)[0].flags == 0  # the 500 was ignored
 
 
+def _responder(*, alive: bool) -> Callable[[str], int | None]:
+    def code_for(uri: str) -> int | None:
+        return 200 if uri != A or alive else None
+
+    return code_for
+
+
 def run_until_skipped(
     dispatcher: Dispatcher, dies_at: float, horizon: float, step: float = 0.25
 ) -> float:
     """Step time; A answers 200 before ``dies_at`` and never after. Returns when A is skipped."""
     t = 0.0
     while t <= horizon:
-        answer_all(dispatcher, t, lambda u: 200 if (u != A or t < dies_at) else None)
+        answer_all(dispatcher, t, _responder(alive=t < dies_at))
         if dispatcher.select(1, "serial", RR)[0].uri != A:
             return t
         t += step

@@ -60,9 +60,13 @@ def ack_for(invite: Request, *, branch: str | None = None, to_tag: str = "tt1") 
     )
 
 
+BOB_CONTACT = str(NameAddr(None, SipUri(user="bob", host=BOB[0], port=BOB[1])))
+
+
 def response(req: Request, status: int, *, to_tag: str | None = "tt1") -> Response:
-    """``make_response`` with a To tag for everything but 100."""
-    return make_response(req, status, to_tag=None if status == 100 else to_tag)
+    """``make_response`` with a To tag for everything but 100, and Bob's Contact on 2xx."""
+    extra = [("Contact", BOB_CONTACT)] if 200 <= status < 300 else []
+    return make_response(req, status, to_tag=None if status == 100 else to_tag, headers=extra)
 
 
 def sends(events: list[Event]) -> list[Send]:

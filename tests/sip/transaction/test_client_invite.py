@@ -17,8 +17,7 @@ from router.sip.transaction import (
     TransportError,
 )
 from router.sip.transaction.client_invite import TRANSITIONS
-
-from .helpers import BOB, others, request, response, sends
+from tests.sip.transaction.helpers import BOB, others, request, response, sends
 
 S = ClientInviteState
 

@@ -14,8 +14,7 @@ from router.sip.transaction import (
     TransportError,
 )
 from router.sip.transaction.client_non_invite import TRANSITIONS
-
-from .helpers import BOB, request, response, sends
+from tests.sip.transaction.helpers import BOB, request, response, sends
 
 S = ClientNonInviteState
 

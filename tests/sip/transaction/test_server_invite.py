@@ -16,8 +16,7 @@ from router.sip.transaction import (
     TransportError,
 )
 from router.sip.transaction.server_invite import TRANSITIONS
-
-from .helpers import ALICE, ack_for, request, response, sends
+from tests.sip.transaction.helpers import ALICE, ack_for, request, response, sends
 
 S = ServerInviteState
 SOURCE = ("198.51.100.7", 40000)

@@ -13,8 +13,7 @@ from router.sip.transaction import (
     TransportError,
 )
 from router.sip.transaction.server_non_invite import TRANSITIONS
-
-from .helpers import ALICE, request, response, sends
+from tests.sip.transaction.helpers import ALICE, request, response, sends
 
 S = ServerNonInviteState
 

@@ -1,0 +1,181 @@
+"""The emulator on loopback UDP: OPTIONS, identification, auth, INVITE, REGISTER."""
+
+from __future__ import annotations
+
+from lab.pbx.core import PbxCore
+from lab.pbx.store import PbxStore
+from router.sip import Response, SipUri, parse_challenge
+
+from .helpers import PASSWORDS, PHONE_IP, Peer, authorize
+
+
+async def test_options_from_router_gets_200_with_capabilities(pbx: PbxCore, router: Peer) -> None:
+    await router.send(router.request("OPTIONS", f"sip:{pbx.local[0]}"), pbx.local)
+    response = await router.recv_response()
+    assert response.status == 200
+    for name in ("Allow", "Accept", "Supported"):
+        assert name in response.headers
+    assert "INVITE" in (response.headers.get("Allow") or "")
+
+
+async def test_options_from_unknown_address_gets_asterisk_challenge(pbx: PbxCore) -> None:
+    stranger = await Peer.open(PHONE_IP)
+    try:
+        await stranger.send(stranger.request("OPTIONS", f"sip:{pbx.local[0]}"), pbx.local)
+        response = await stranger.recv_response()
+    finally:
+        stranger.close()
+    assert response.status == 401
+    challenge = parse_challenge(response.headers.get("WWW-Authenticate") or "")
+    assert challenge.realm == "asterisk"
+    assert challenge.qop == ("auth",)
+    assert challenge.opaque
+    assert challenge.algorithm is not None and challenge.algorithm.value == "MD5"
+    ts, _, digest = challenge.nonce.partition("/")
+    assert ts.isdigit() and len(digest) == 32
+
+
+async def test_invite_600_gets_100_then_200_with_sdp(pbx: PbxCore, router: Peer) -> None:
+    invite = router.request("INVITE", f"sip:600@{pbx.local[0]}", to_user="600", to_host=pbx.local[0])
+    await router.send(invite, pbx.local)
+    first = await router.recv_response()
+    second = await router.recv_response()
+    assert first.status == 100
+    assert first.to.tag is None
+    assert second.status == 200
+    assert second.to.tag
+    assert second.content_type == "application/sdp"
+    assert second.body.startswith(b"v=0")
+    await router.send(router.ack_for(invite, second), pbx.local)
+    await router.send(router.in_dialog("BYE", invite, second), pbx.local)
+    bye_ok = await router.recv_response()
+    assert (bye_ok.status, bye_ok.cseq.method) == (200, "BYE")
+
+
+async def test_invite_unknown_extension_gets_404_without_100(pbx: PbxCore, router: Peer) -> None:
+    invite = router.request("INVITE", f"sip:999@{pbx.local[0]}", to_user="999", to_host=pbx.local[0])
+    await router.send(invite, pbx.local)
+    response = await router.recv_response()
+    assert response.status == 404
+    # Without an ACK the 404 is retransmitted (Timer G); a 100 never shows up.
+    while not await router.silent(0.1):
+        assert isinstance(router.inbox[-1].message, Response)
+        assert router.inbox[-1].message.status == 404
+
+
+async def test_invite_cancel_gets_487(pbx: PbxCore, router: Peer, store: PbxStore) -> None:
+    # 700 dials 101, who is not registered: register a contact that never answers.
+    phone = await Peer.open(PHONE_IP)
+    try:
+        reg = router.request("REGISTER", f"sip:{pbx.local[0]}", from_user="101", to_user="101",
+                             headers=(("Contact", f"<sip:101@{phone.addr[0]}:{phone.addr[1]}>"),
+                                      ("Expires", "300")))
+        await router.send(reg, pbx.local)
+        assert (await router.recv_response()).status == 200
+        invite = router.request("INVITE", f"sip:700@{pbx.local[0]}", to_user="700", to_host=pbx.local[0])
+        await router.send(invite, pbx.local)
+        assert (await router.recv_response()).status == 100
+        leg = await phone.recv_request("INVITE")
+        assert isinstance(leg.message, type(invite))
+        await phone.send(phone.answer(leg.message, 180, to_tag="ph1"), leg.source)
+        ringing = await router.recv_response()
+        assert ringing.status == 180
+        cancel = invite.copy()
+        cancel.method = "CANCEL"
+        cancel.headers.set("CSeq", f"{invite.cseq.seq} CANCEL")
+        cancel.headers.remove("Contact")
+        await router.send(cancel, pbx.local)
+        statuses = {(r.status, r.cseq.method) for r in [await router.recv_response(), await router.recv_response()]}
+        assert statuses == {(200, "CANCEL"), (487, "INVITE")}
+        callee_cancel = await phone.recv_request("CANCEL")
+        assert callee_cancel.message.headers.get("Reason") is None
+    finally:
+        phone.close()
+
+
+async def test_register_from_router_is_accepted_without_challenge(
+    pbx: PbxCore, router: Peer, store: PbxStore
+) -> None:
+    reg = router.request(
+        "REGISTER",
+        f"sip:{pbx.local[0]}",
+        from_user="101",
+        to_user="101",
+        headers=(
+            ("Contact", "<sip:101@127.0.0.99:5070>"),
+            ("Path", f"<sip:{router.addr[0]}:{router.addr[1]};lr>"),
+            ("Supported", "path"),
+            ("Expires", "10"),
+            ("Authorization", 'Digest username="101", realm="x", nonce="n", uri="sip:x", response="00"'),
+        ),
+    )
+    await router.send(reg, pbx.local)
+    response = await router.recv_response()
+    assert response.status == 200
+    assert "Date" in response.headers
+    assert response.expires == 60  # clamped up to minimum_expiration, never 423
+    (contact,) = response.contacts
+    assert isinstance(contact.uri, SipUri) and contact.uri.port == 5070
+    assert contact.expires is not None and 55 <= contact.expires <= 60
+    rows = store.contacts("101", now_epoch=pbx.epoch(0) if False else __import__("time").time())
+    assert len(rows) == 1
+    assert rows[0].reg_server == "pbx1"
+    assert rows[0].paths == [f"<sip:{router.addr[0]}:{router.addr[1]};lr>"]
+
+
+async def test_register_unknown_aor_via_router_gets_404(pbx: PbxCore, router: Peer) -> None:
+    reg = router.request("REGISTER", f"sip:{pbx.local[0]}", from_user="555", to_user="555",
+                         headers=(("Contact", "<sip:555@127.0.0.99>"),))
+    await router.send(reg, pbx.local)
+    assert (await router.recv_response()).status == 404
+
+
+async def test_register_max_contacts_0_gets_403(pbx: PbxCore, router: Peer, store: PbxStore) -> None:
+    store.db.execute("UPDATE ps_aors SET max_contacts = 0 WHERE id = '102'")
+    reg = router.request("REGISTER", f"sip:{pbx.local[0]}", from_user="102", to_user="102",
+                         headers=(("Contact", "<sip:102@127.0.0.99>"),))
+    await router.send(reg, pbx.local)
+    assert (await router.recv_response()).status == 403
+
+
+async def test_register_from_phone_is_challenged_then_checked(pbx: PbxCore) -> None:
+    phone = await Peer.open(PHONE_IP)
+    try:
+        reg = phone.request("REGISTER", f"sip:{pbx.local[0]}", from_user="101", to_user="101",
+                            headers=(("Contact", f"<sip:101@{phone.addr[0]}:{phone.addr[1]}>"),))
+        await phone.send(reg, pbx.local)
+        challenged = await phone.recv_response()
+        assert challenged.status == 401
+        value = challenged.headers.get("WWW-Authenticate") or ""
+        good = authorize(reg, value, "101", PASSWORDS["101"])
+        await phone.send(good, pbx.local)
+        ok = await phone.recv_response()
+        assert ok.status == 200
+        assert len(ok.contacts) == 1
+        bad = authorize(good, value, "101", "wrong")
+        await phone.send(bad, pbx.local)
+        refused: Response = await phone.recv_response()
+        assert refused.status == 401
+        assert "WWW-Authenticate" in refused.headers
+    finally:
+        phone.close()
+
+
+async def test_star_contact_removes_bindings(pbx: PbxCore, router: Peer, store: PbxStore) -> None:
+    import time
+
+    reg = router.request("REGISTER", f"sip:{pbx.local[0]}", from_user="101", to_user="101",
+                         headers=(("Contact", "<sip:101@127.0.0.99>"),))
+    await router.send(reg, pbx.local)
+    assert (await router.recv_response()).status == 200
+    star = router.request("REGISTER", f"sip:{pbx.local[0]}", from_user="101", to_user="101",
+                          headers=(("Contact", "*"), ("Expires", "0")))
+    await router.send(star, pbx.local)
+    ok = await router.recv_response()
+    assert ok.status == 200
+    assert ok.contacts == []
+    assert store.contacts("101", now_epoch=time.time()) == []
+    bad = router.request("REGISTER", f"sip:{pbx.local[0]}", from_user="101", to_user="101",
+                         headers=(("Contact", "*"),))
+    await router.send(bad, pbx.local)
+    assert (await router.recv_response()).status == 400
