@@ -10,8 +10,8 @@ SQLite durability choice. The requirement is "a binding the registrar acknowledg
 ``write()`` before returning; the OS page cache keeps them if the process dies, so
 ``synchronous=NORMAL`` already meets that requirement and only loses the last commits on power
 loss or kernel crash. We default to ``synchronous=FULL`` (fsync of the WAL at every commit)
-anyway, because the lab also pulls power on whole containers, and grouped commits keep the
-fsync cost per REGISTER small. ``?synchronous=normal`` in the URL selects the cheaper mode.
+anyway, so that a hard-stopped VM or container host does not lose acknowledged bindings
+either, and grouped commits keep the fsync cost per REGISTER small. ``?synchronous=normal`` in the URL selects the cheaper mode.
 ``busy_timeout`` (default 10 s, ``?busy_timeout_ms=``) lets the router and several emulator
 processes share one file; writers take the lock up front with ``BEGIN IMMEDIATE`` so that a
 reader-turned-writer never deadlocks into an immediate SQLITE_BUSY.

@@ -274,9 +274,10 @@ PS_CONTACTS = Table(
         _text("path", None),
         _text("user_agent", 255),
         Column("qualify_timeout", _T.FLOAT, None),
-        # NOT NULL '' (Asterisk: nullable) so that the (id, reg_server) key also holds for
-        # single-node rows: NULLs never conflict in a UNIQUE constraint.
-        _text("reg_server", 255, not_null=True, default="''"),
+        # Nullable as in Asterisk (a real node may write NULL), but siplab writes '' rather
+        # than NULL so the (id, reg_server) upsert key also holds for single-node rows:
+        # NULLs never conflict in a UNIQUE constraint.
+        _text("reg_server", 255, default="''"),
         *_bools("authenticate_qualify", "prune_on_boot", "qualify_2xx_only"),
         _text("via_addr", 40),
         _int("via_port"),

@@ -441,7 +441,8 @@ def verify(
     verifies only MD5 / MD5-sess credentials, and only if the client used that realm: pass
     ``realm=`` (the realm you challenged with / the HA1 was computed for) to have that checked
     explicitly rather than just failing the hash. Nonce freshness and nc replay are separate
-    (``NonceManager.check``, ``NonceCounter.advance``).
+    (``NonceManager.check``, ``NonceCounter.advance``), and so is RFC 2617 §3.2.2.5's check
+    that ``credentials.uri`` names the Request-URI.
 
     Raises:
         ValueError: both or neither of ``password`` and ``ha1``.

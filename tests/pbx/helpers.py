@@ -150,9 +150,10 @@ class Peer:
             ("To", to),
             ("Call-ID", call_id or new_call_id(host)),
             ("CSeq", f"{cseq or self.cseq} {method}"),
-            ("Contact", f"<sip:{from_user}@{host}:{port}>"),
             *headers,
         ]
+        if not any(name.lower() == "contact" for name, _ in headers):
+            fields.append(("Contact", f"<sip:{from_user}@{host}:{port}>"))
         return Request(method, uri, Headers(fields), body)
 
     def ack_for(self, invite: Request, response: Response) -> Request:

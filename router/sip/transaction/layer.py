@@ -330,6 +330,19 @@ class TransactionLayer:
         tx.receive_response(response, now=now, source=source)
         self._settle(tx)
 
+    def abandon(self, transaction: ClientTransaction, *, now: float) -> None:
+        """Stop a client transaction that never got a reply, without a CANCEL.
+
+        A proxy's failure timer (Kamailio tm ``fr_timer``) may fire before any provisional
+        arrived; §9.1 forbids a CANCEL then, so the branch is simply given up: retransmissions
+        stop, the transaction ends (`TransactionTerminated`), and a late response to it arrives
+        as a stray `ResponseReceived` with no transaction.
+        """
+        del now  # part of the entry-point contract; nothing here depends on time
+        if not transaction.terminated:
+            transaction._terminate()
+            self._settle(transaction)
+
     def find_client(self, branch: str, method: str) -> ClientTransaction | None:
         """The live client transaction with that branch and method, if any."""
         return self._client.get((branch, method))

@@ -1,0 +1,244 @@
+"""What a backend writes before it starts anything: the provisioned DB and each node's config.
+
+Kept apart from process handling so the docker backend renders the same files: the router TOML
+(``router/config.py`` format), one emulator TOML per node (``lab/pbx/config.py``), one relay TOML
+per faulted link (``lab/faults.py``), and the realtime DB rows (users, the router endpoint,
+queues, the dispatcher set) through ``router.realtime``.
+
+Every duration is multiplied by the topology's ``time_scale`` here, once, so suites run with
+compressed time without any component knowing about "scale".
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from lab.topology import HTTP_PORT, SIP_PORT, Topology, dump_toml
+from router.realtime import DispatcherRow, connect, write_sipp_csv
+
+
+@dataclass(frozen=True, slots=True)
+class PlannedNode:
+    """A node the backend will start (or, when ``external``, only route to)."""
+
+    name: str
+    role: str
+    kind: str
+    host: str
+    port: int
+    config: Path | None = None
+    external: bool = False
+    link: str = ""
+    upstream: str = ""
+    rules: str = ""
+    events: str = ""
+    http: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    run_dir: Path
+    db_url: str
+    users_csv: Path
+    pbx: list[PlannedNode]
+    relays: list[PlannedNode]
+    router: PlannedNode
+
+    def relay_for(self, link: str) -> PlannedNode | None:
+        return next((r for r in self.relays if r.link == link), None)
+
+
+def default_db_url(run_dir: Path) -> str:
+    return f"sqlite:///{(run_dir / 'realtime.db').resolve()}"
+
+
+def registrar_available() -> bool:
+    """True once router part 2 (``router/registration.py``) is in the tree."""
+    return importlib.util.find_spec("router.registration") is not None
+
+
+def plan(topology: Topology, run_dir: Path, *, db_url: str | None = None) -> Plan:
+    """Addresses, file names and links of every node (nothing is written)."""
+    run_dir = run_dir.resolve()
+    events = run_dir / "events"
+    pbx: list[PlannedNode] = []
+    for i, spec in enumerate(topology.pbx_nodes(), 1):
+        host, port = topology.pbx_address(i)
+        pbx.append(
+            PlannedNode(
+                spec.name,
+                "pbx",
+                "external" if spec.external else spec.kind,
+                host,
+                port,
+                config=None if spec.external else run_dir / f"{spec.name}.toml",
+                external=bool(spec.external),
+                events=str(events / f"{spec.name}.jsonl"),
+            )
+        )
+    by_name = {p.name: p for p in pbx}
+    router = PlannedNode(
+        "router",
+        "router",
+        topology.router.kind,
+        topology.router_host,
+        SIP_PORT,
+        config=run_dir / "router.toml",
+        events=str(events / "router.jsonl"),
+        http=f"{topology.router_host}:{HTTP_PORT}",
+    )
+    relays = []
+    for link in topology.faults:
+        b = link.partition("-")[2]
+        upstream = router if b == "router" else by_name[b]
+        name = f"fault-{link}"
+        relays.append(
+            PlannedNode(
+                name,
+                "proxy",
+                "relay",
+                topology.relay_host(link),
+                SIP_PORT,
+                config=run_dir / f"{name}.toml",
+                link=link,
+                upstream=f"{upstream.host}:{upstream.port}",
+                rules=str(run_dir / "faults" / f"{link}.json"),
+                events=str(events / f"{name}.jsonl"),
+            )
+        )
+    url = db_url or topology.db.url or default_db_url(run_dir)
+    return Plan(run_dir, url, run_dir / "users.csv", pbx, relays, router)
+
+
+def dispatch_targets(p: Plan) -> list[tuple[str, str]]:
+    """``(uri, duid)`` per PBX node as the router must address it (through a relay if any)."""
+    out = []
+    for node in p.pbx:
+        relay = p.relay_for(f"router-{node.name}")
+        host, port = (relay.host, relay.port) if relay else (node.host, node.port)
+        out.append((f"sip:{host}:{port}", node.name))
+    return out
+
+
+def provision(topology: Topology, p: Plan) -> int:
+    """Schema, users (+ SIPp CSV), router endpoint, queues and dispatcher rows.
+
+    Returns:
+        The number of users provisioned.
+
+    Raises:
+        RealtimeError: the database cannot be opened or written.
+    """
+    db = connect(p.db_url)
+    try:
+        db.init_schema()
+        users = db.provision_users(
+            topology.users.count,
+            topology.users.first,
+            domain=topology.users_domain,
+            context=topology.users.context,
+            seed=topology.users.password_seed,
+        )
+        write_sipp_csv(p.users_csv, users)
+        # Requests from the router (or from a relay in front of a PBX) are the router endpoint:
+        # Asterisk identifies it by source IP (SIP-REFERENCE §4.3, ps_endpoint_id_ips).
+        db.provision_router_endpoint(p.router.host, contact=f"sip:{p.router.host}:{p.router.port}")
+        for queue in topology.queues:
+            db.queue_add(queue.name, queue.strategy, queue.interfaces)
+        db.dispatcher_set(
+            DispatcherRow(setid=1, destination=uri, attrs=f"duid={duid}", description=duid)
+            for uri, duid in dispatch_targets(p)
+        )
+    finally:
+        db.close()
+    return len(users)
+
+
+def router_config(topology: Topology, p: Plan) -> dict[str, Any]:
+    """The router TOML table (``router/config.py`` format)."""
+    scale = topology.timers.time_scale
+    t1 = topology.timers.t1 * scale
+    host = p.router.host
+    probing = topology.dispatcher.probing
+    dispatcher: dict[str, Any] = {
+        "algorithm": topology.dispatcher.algorithm,
+        "probing": {"interval": probing.interval * scale, "timeout": probing.timeout * scale, "mode": probing.mode},
+    }
+    if topology.dispatcher.source == "db":
+        dispatcher["db"] = p.db_url
+    else:
+        dispatcher["destinations"] = [{"uri": uri, "attrs": f"duid={duid}"} for uri, duid in dispatch_targets(p)]
+    data: dict[str, Any] = {
+        "router": {
+            "name": "router",
+            "listen": [f"udp:{host}:{p.router.port}", f"tcp:{host}:{p.router.port}"],
+            "policy": topology.router.policy,
+            "events": p.router.events,
+            "http": p.router.http,
+        },
+        "timers": {
+            "t1": t1,
+            "t2": max(4.0 * scale, t1),
+            "t4": 5.0 * scale,
+            "fr_timer": 2.0 * scale,
+            "fr_inv_timer": 40.0 * scale,
+        },
+        "dispatcher": dispatcher,
+    }
+    if registrar_available():
+        data["registrar"] = {
+            "enabled": True,
+            "db": p.db_url,
+            "trusted_sources": [n.host for n in p.pbx] + [r.host for r in p.relays if r.link != "ua-router"],
+            # Lab default: only REGISTER is challenged, so SIPp call storms need no auth.
+            "auth_methods": ["REGISTER"],
+        }
+    return data
+
+
+def pbx_config(topology: Topology, p: Plan, node: PlannedNode) -> dict[str, Any]:
+    """One emulator node's TOML table (``lab/pbx/config.py`` format)."""
+    scale = topology.timers.time_scale
+    t1 = topology.timers.t1 * scale
+    routers = [p.router.host] + [r.host for r in p.relays if r.link == f"router-{node.name}"]
+    spec = next(s for s in topology.pbx_nodes() if s.name == node.name)
+    return {
+        "name": node.name,
+        "db": p.db_url,
+        "listen": node.host,
+        "port": node.port,
+        "routers": routers,
+        "events": node.events,
+        "time_scale": scale,
+        "timers": {"t1": t1, "t2": max(4.0 * scale, t1), "t4": 5.0 * scale},
+        "capacity": {"max_channels": spec.max_channels},
+    }
+
+
+def relay_config(node: PlannedNode, *, seed: int = 0) -> dict[str, Any]:
+    return {
+        "name": node.name,
+        "link": node.link,
+        "listen": f"{node.host}:{node.port}",
+        "upstream": node.upstream,
+        "rules": node.rules,
+        "events": node.events,
+        "seed": seed,
+    }
+
+
+def write_configs(topology: Topology, p: Plan) -> None:
+    """Write topology.toml, router.toml, <pbx>.toml and fault-<link>.toml into the run folder."""
+    p.run_dir.mkdir(parents=True, exist_ok=True)
+    (p.run_dir / "topology.toml").write_text(dump_toml(topology.to_dict()), encoding="utf-8")
+    assert p.router.config is not None
+    p.router.config.write_text(dump_toml(router_config(topology, p)), encoding="utf-8")
+    for node in p.pbx:
+        if node.config is not None and node.kind == "emulator":
+            node.config.write_text(dump_toml(pbx_config(topology, p, node)), encoding="utf-8")
+    for relay in p.relays:
+        assert relay.config is not None
+        relay.config.write_text(dump_toml(relay_config(relay)), encoding="utf-8")
