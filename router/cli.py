@@ -18,6 +18,7 @@ from collections.abc import Sequence
 # Modules that add subcommands. A module missing from the tree is a packaging bug, so it is not
 # silently skipped.
 _COMMAND_MODULES: tuple[str, ...] = (
+    "router.realtime.cli",
     "router.server",
 )
 
