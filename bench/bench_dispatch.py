@@ -147,6 +147,21 @@ def measure_reference_router(
     return measure("reference", address, workdir, start, start_cps=start_cps, step_s=step_s)
 
 
+def write_reference_config(folder: Path, address: tuple[str, int]) -> Path:
+    """The reference router's equivalent of the Kamailio config: 1 worker (it has one),
+    round robin over the two UAS, record-route, failover, fr_timer 2 s, no probing (the
+    Kamailio side does not probe either)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    dests = "".join(f'[[dispatcher.destinations]]\nuri = "sip:{ip}:{UAS_PORT}"\n' for ip in UAS_IPS)
+    path = folder / "router.toml"
+    path.write_text(
+        f'[router]\nname = "router"\nlisten = ["udp:{address[0]}:{address[1]}"]\n\n'
+        "[timers]\nfr_timer = 2.0\nfr_inv_timer = 40.0\n\n"
+        "[dispatcher]\nalgorithm = 4\n\n" + dests + "\n[dispatcher.probing]\ninterval = 0\n"
+    )
+    return path
+
+
 def _address(text: str) -> tuple[str, int]:
     host, _, port = text.rpartition(":")
     return host, int(port)
@@ -163,6 +178,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     workdir: Path = (
         args.workdir or Path("runs") / f"bench_dispatch_{time.strftime('%Y%m%d-%H%M%S')}"
     )
+    workdir = workdir.resolve()
     print(f"bench_dispatch: run folder {workdir}", flush=True)
 
     figures = [
@@ -176,15 +192,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     ]
     if args.router_cmd:
-        figures.append(
-            measure_reference_router(
-                shlex.split(args.router_cmd),
-                args.router_address,
-                workdir / "reference",
-                start_cps=args.start_cps,
-                step_s=args.step_s,
-            )
+        command = shlex.split(args.router_cmd)
+    else:
+        command = [
+            sys.executable,
+            "-m",
+            "router.cli",
+            "router",
+            "--config",
+            str(write_reference_config(workdir / "reference", args.router_address)),
+        ]
+    figures.append(
+        measure_reference_router(
+            command,
+            args.router_address,
+            workdir / "reference",
+            start_cps=args.start_cps,
+            step_s=args.step_s,
         )
+    )
     print()
     for fig in figures:
         split = " / ".join(str(n) for n in fig.calls_per_uas)

@@ -32,7 +32,7 @@ nodes, SQLite in the run folder, users 100..599 and ``queue1`` ringing 101 and 1
 
     [dispatcher]
     algorithm = 4                   # Kamailio number or name
-    source = "db"                   # router reads the `dispatcher` table, or "config"
+    source = "config"               # destinations in router.toml, or "db": the `dispatcher` table
     [dispatcher.probing]
     interval = 2.0
     timeout = 1.0
@@ -191,7 +191,7 @@ class ProbingSpec:
 @dataclass(frozen=True, slots=True)
 class DispatcherSpec:
     algorithm: int | str = 4
-    source: Literal["db", "config"] = "db"
+    source: Literal["db", "config"] = "config"
     """Where the router reads destinations: the realtime ``dispatcher`` table or its TOML."""
     probing: ProbingSpec = field(default_factory=ProbingSpec)
 

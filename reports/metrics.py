@@ -29,6 +29,7 @@ import pandas as pd
 
 __all__ = [
     "DEFINITIONS",
+    "assign_step",
     "EVENT_DTYPES",
     "SAMPLE_DTYPES",
     "STEP_DTYPES",
@@ -310,7 +311,7 @@ def registrations(events: pd.DataFrame, *, node: str, requests_dir: str = "out")
 # -- per-step aggregates -------------------------------------------------------------------------
 
 
-def _assign_step(times: pd.Series, steps: pd.DataFrame) -> pd.Series:
+def assign_step(times: pd.Series, steps: pd.DataFrame) -> pd.Series:
     """Step number of each time (``start <= t < end``), NA outside every step."""
     result = pd.Series(pd.NA, index=times.index, dtype="Int64")
     for step, start, end in zip(steps["step"], steps["start"], steps["end"], strict=True):
@@ -325,7 +326,7 @@ def step_rates(attempts: pd.DataFrame, steps: pd.DataFrame) -> pd.DataFrame:
         Columns ``step, kind, offered, duration_s, attempted, successful, failed, attempt_rate,
         success_rate, success_ratio`` (rates per second of the step's window).
     """
-    tagged = attempts.assign(step=_assign_step(attempts["start"], steps))
+    tagged = attempts.assign(step=assign_step(attempts["start"], steps))
     grouped = tagged.dropna(subset=["step"]).groupby("step")
     counts = pd.DataFrame(
         {
@@ -371,7 +372,7 @@ def delay_percentiles(
     """
     ok = attempts[(attempts["outcome"] == "success") & attempts[column].notna()]
     if steps is not None:
-        ok = ok.assign(step=_assign_step(ok["start"], steps)).dropna(subset=["step"])
+        ok = ok.assign(step=assign_step(ok["start"], steps)).dropna(subset=["step"])
     else:
         ok = ok.assign(step=pd.array([0] * len(ok), dtype="Int64"))
     names = [f"p{round(q * 100)}" for q in quantiles]
@@ -410,7 +411,7 @@ def failures_by_cause(attempts: pd.DataFrame, steps: pd.DataFrame | None = None)
     causes = [_cause(o, s) for o, s in zip(failed["outcome"], failed["status"], strict=True)]
     failed = failed.assign(cause=pd.array(causes, dtype="string"))
     if steps is not None:
-        failed = failed.assign(step=_assign_step(failed["start"], steps)).dropna(subset=["step"])
+        failed = failed.assign(step=assign_step(failed["start"], steps)).dropna(subset=["step"])
     else:
         failed = failed.assign(step=pd.array([0] * len(failed), dtype="Int64"))
     table = failed.groupby(["step", "cause"]).size().rename("count").reset_index()
@@ -454,7 +455,7 @@ def cpu_per_step(samples: pd.DataFrame, steps: pd.DataFrame) -> pd.DataFrame:
     Returns:
         Columns ``step, offered, node, cpu, rss`` (``rss`` bytes, the step's maximum).
     """
-    tagged = samples.assign(step=_assign_step(samples["t"], steps)).dropna(subset=["step"])
+    tagged = samples.assign(step=assign_step(samples["t"], steps)).dropna(subset=["step"])
     # a node with several processes (Kamailio workers): sum per sampling instant first
     per_t = tagged.groupby(["step", "node", "t"]).agg(cpu=("cpu", "sum"), rss=("rss", "sum"))
     table = per_t.groupby(["step", "node"]).agg(cpu=("cpu", "mean"), rss=("rss", "max"))

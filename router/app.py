@@ -21,7 +21,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from router.config import RouterConfig
-from router.features.dispatcher import Dispatcher, PingRequest, ProbingConfig, SelectionKey, parse_reply_codes
+from router.features.dispatcher import (
+    Dispatcher,
+    PingRequest,
+    ProbingConfig,
+    SelectionKey,
+    get_algorithm,
+    parse_reply_codes,
+)
 from router.features.proxy import ProxyConfig, ProxyCore, ResponseContext, Target
 from router.observe import EventLog, Metrics
 from router.script import RequestContext
@@ -82,12 +89,20 @@ def load_policy(spec: str) -> Policy:
 class RouterCore:
     """The router as a sans-IO core for :class:`router.transport.driver.SipDriver`."""
 
-    def __init__(self, config: RouterConfig, *, events: EventLog | None = None, policy: Policy | None = None) -> None:
+    def __init__(
+        self,
+        config: RouterConfig,
+        *,
+        events: EventLog | None = None,
+        policy: Policy | None = None,
+        now: float = 0.0,
+    ) -> None:
+        """Build the router. ``now`` is the driver's clock at start-up (trio.current_time())."""
         self.config = config
         self.name = config.name
         self.host = config.host
         self.port = config.port
-        self.now = 0.0
+        self.now = now
         timers = Timers(t1=config.timers.t1, t2=config.timers.t2, t4=config.timers.t4)
         self.layer = TransactionLayer(timers, auto_100=True)
         self.proxy = ProxyCore(
@@ -99,7 +114,6 @@ class RouterCore:
                 fr_inv_timer=config.timers.fr_inv_timer,
             ),
         )
-        self.features = Features(registrar=False)
         self.events = events or EventLog(None, self.name)
         self.metrics = Metrics()
         self.drops: Counter[str] = Counter()
@@ -108,11 +122,17 @@ class RouterCore:
         self._ds_addresses = {d.host for s in self.dispatcher.setids() for d in self.dispatcher.destinations(s)}
         self._pings: dict[int, PingRequest] = {}
         self._outgoing: list[Outgoing] = []
+        self._alg_numbers: dict[int | str, int] = {}
         self._transports: dict[int, str] = {}
         """Transport of each request between receive and the policy (by id of the message)."""
         self._myself = {(h, p) for h, p in config.listen_addresses()}
         self._to_tag = new_tag()
         self._describe_metrics()
+        # Router part 2: registrar, digest auth, registration forwarding (when configured).
+        from router.registration import RegistrationService
+
+        self.registration = RegistrationService.from_router(self, now=now)
+        self.features = Features(registrar=self.registration is not None)
 
     # -- construction ---------------------------------------------------------------------
 
@@ -198,13 +218,23 @@ class RouterCore:
         self.layer.handle_timers(now=now)
         self.proxy.handle_timers(now)
         self._run_pings(now)
+        if self.registration is not None:
+            self.registration.handle_timers(now)
         self._process(now)
 
     def next_deadline(self) -> float | None:
-        candidates = [d for d in (self.layer.next_deadline(), self.proxy.next_deadline(), self.dispatcher.next_deadline()) if d is not None]
+        deadlines = [self.layer.next_deadline(), self.proxy.next_deadline(), self.dispatcher.next_deadline()]
+        if self.registration is not None:
+            deadlines.append(self.registration.next_deadline())
+        candidates = [d for d in deadlines if d is not None]
         return min(candidates) if candidates else None
 
     def drain_outgoing(self) -> list[Outgoing]:
+        if self.registration is not None:
+            # Group commit: every binding change of this batch in one DB transaction, and only
+            # then the 200 OKs that acknowledge them (nothing acknowledged is lost on kill -9).
+            self.registration.commit(self.now)
+            self._process(self.now)
         out, self._outgoing = self._outgoing, []
         self.events.flush()
         return out
@@ -226,11 +256,15 @@ class RouterCore:
         return ip in self._ds_addresses
 
     def dispatcher_select(self, setid: int, algorithm: int | str, request: Request) -> list[tuple[str, tuple[str, int], str]]:
+        # Only the field the algorithm hashes is computed (parsing From/To costs on the hot path).
+        number = self._alg_numbers.get(algorithm)
+        if number is None:
+            number = self._alg_numbers[algorithm] = get_algorithm(algorithm).number
         key = SelectionKey(
-            call_id=request.call_id,
-            from_uri=str(request.from_.uri),
-            to_uri=str(request.to.uri),
-            ruri=request.uri,
+            call_id=request.call_id if number == 0 else None,
+            from_uri=str(request.from_.uri) if number == 1 else None,
+            to_uri=str(request.to.uri) if number == 2 else None,
+            ruri=request.uri if number == 3 else None,
             method=request.method,
         )
         chosen = self.dispatcher.select(setid, algorithm, key)
@@ -267,22 +301,33 @@ class RouterCore:
         self.proxy.relay(rctx, target, self.now)
         return True
 
-    # part 2 hooks: the registrar feature replaces these when it is switched on.
+    # Router part 2 (router/registration.py) when the [registrar] table enables it.
     def requires_auth(self, ctx: RequestContext) -> bool:
-        return False
+        return self.registration is not None and self.registration.requires_auth(ctx)
 
     def auth_check(self, ctx: RequestContext) -> bool:
-        return True
+        return self.registration is None or self.registration.auth_check(ctx)
 
     def save_location(self, ctx: RequestContext) -> bool:
-        ctx.reply(405, "Method Not Allowed")
-        return False
+        if self.registration is None:
+            ctx.reply(405, "Method Not Allowed")
+            return False
+        return self.registration.save_location(ctx)
 
     def forward_registration(self, ctx: RequestContext) -> None:
-        return None
+        if self.registration is not None:
+            self.registration.forward_registration(ctx)
 
     def lookup_and_relay(self, ctx: RequestContext) -> None:
-        ctx.reply(404, "Not Found")
+        if self.registration is None:
+            ctx.reply(404, "Not Found")
+            return
+        self.registration.lookup_and_relay(ctx)
+
+    def close(self) -> None:
+        if self.registration is not None:
+            self.registration.close()
+        self.events.flush()
 
     # -- event processing -----------------------------------------------------------------
 
@@ -329,6 +374,14 @@ class RouterCore:
                     self.layer.respond(tx, make_response(request, 481, to_tag=self._to_tag), now=now)
                 else:
                     self.layer.respond(tx, make_response(request, 200, to_tag=self._to_tag), now=now)
+            case ResponseReceived(response=response, transaction=tx) if (
+                tx is not None and self.registration is not None and self.registration.owns(tx)
+            ):
+                self.registration.on_response(tx, response, now)
+            case TransactionTimeout(transaction=tx) | TransportError(transaction=tx) if (
+                self.registration is not None and self.registration.owns(tx)
+            ):
+                self.registration.on_timeout(tx, now)
             case ResponseReceived(response=response, transaction=tx):
                 if tx is not None and id(tx) in self._pings:
                     if response.status >= 200:
@@ -446,6 +499,7 @@ class RouterCore:
             },
             "proxy": dict(self.proxy.stats),
             "drops": dict(self.drops),
+            "registrar": self.registration.status() if self.registration is not None else None,
         }
 
 

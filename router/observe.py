@@ -84,6 +84,8 @@ class EventLog:
         data: bytes | None = None,
         kind: str = "sip",
     ) -> None:
+        if self._file is None and not self.listeners:
+            return
         record: dict[str, Any] = {
             "event": kind,
             "dir": direction,

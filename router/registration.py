@@ -196,8 +196,8 @@ class RegistrationService:
         self._upserts: dict[str, Binding] = {}
         self._deletes: dict[str, Binding] = {}
         self._held: list[tuple[object, Response]] = []
-        self._saved: dict[int, SaveResult] = {}
-        """SaveResult of a REGISTER between save_location and forward_registration."""
+        self._saved: tuple[int, SaveResult] | None = None
+        """(id of the REGISTER, its SaveResult) between save_location and forward_registration."""
         self._fwd_tx: dict[int, tuple[object, tuple[str, str]]] = {}
         self._next_purge = now + settings.purge_interval
         self.counts = {"commits": 0, "commit_failures": 0, "lookups": 0, "lookup_misses": 0}
@@ -308,13 +308,16 @@ class RegistrationService:
         else:
             self.router.reply(ctx, response)
             ctx.replied = True
-        self._saved[id(request)] = result
+        self._saved = (id(request), result)
         return True
 
     def forward_registration(self, ctx: RequestContext) -> None:
         """Bring the PBX nodes in line with the AOR just saved (no-op for queries/repeats)."""
-        result = self._saved.pop(id(ctx.request), None)
-        if result is None or result.aor is None or not result.changed:
+        saved, self._saved = self._saved, None
+        if saved is None or saved[0] != id(ctx.request):
+            return
+        result = saved[1]
+        if result.aor is None or not result.changed:
             return
         wall = self.wall(ctx.now)
         self.forwarder.update(result.aor, result.bindings, self._nodes(), wall)

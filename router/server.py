@@ -43,7 +43,7 @@ async def serve_router(
 ) -> None:
     """Run the router until cancelled; ``task_status.started`` once every socket is bound."""
     events = EventLog(config.router.events, config.name, raw=config.router.events_raw)
-    core = RouterCore(config, events=events)
+    core = RouterCore(config, events=events, now=trio.current_time())
     driver = SipDriver(core, udp=config.listen_by_proto("udp"), tcp=config.listen_by_proto("tcp"))
     try:
         with trio.CancelScope() as scope:
@@ -65,6 +65,7 @@ async def serve_router(
                 driver.flush()
                 task_status.started(RunningRouter(core, driver, http, scope))
     finally:
+        core.close()
         events.event("stopped")
         events.close()
 
@@ -107,24 +108,40 @@ def run_router_command(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         raise UserError(str(exc)) from None
     _setup_logging(config.router.log)
+    from router.realtime import RealtimeError
+
     try:
         trio.run(_main, config)
-    except (OSError, BaseExceptionGroup) as exc:
-        err = _find_oserror(exc)
-        if err is None:
-            raise
-        raise UserError(f"{args.config}: router.listen/http: cannot bind: {err.strerror or err}") from None
+    except (OSError, ConfigError, RealtimeError, BaseExceptionGroup) as exc:
+        err = _find(exc, (ConfigError, RealtimeError, OSError))
+        if isinstance(err, ConfigError):
+            raise UserError(str(err)) from None
+        if isinstance(err, RealtimeError):
+            raise UserError(f"{args.config}: registrar.db: {err}") from None
+        if isinstance(err, OSError):
+            raise UserError(
+                f"{args.config}: router.listen/http: cannot bind: {err.strerror or err}"
+            ) from None
+        raise
     return 0
 
 
-def _find_oserror(exc: BaseException) -> OSError | None:
-    if isinstance(exc, OSError):
-        return exc
-    if isinstance(exc, BaseExceptionGroup):
-        for sub in exc.exceptions:
-            found = _find_oserror(sub)
-            if found is not None:
-                return found
+def _find(exc: BaseException, kinds: tuple[type[BaseException], ...]) -> BaseException | None:
+    """The first exception of one of ``kinds`` (in that order of preference) inside groups."""
+    flat: list[BaseException] = []
+
+    def walk(e: BaseException) -> None:
+        if isinstance(e, BaseExceptionGroup):
+            for sub in e.exceptions:
+                walk(sub)
+        else:
+            flat.append(e)
+
+    walk(exc)
+    for kind in kinds:
+        for e in flat:
+            if isinstance(e, kind):
+                return e
     return None
 
 

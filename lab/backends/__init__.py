@@ -90,7 +90,9 @@ def get_backend(name: str, **options: Any) -> Backend:
     try:
         factory = _BACKENDS[name]
     except KeyError:
-        raise LabError(f"unknown lab backend {name!r} (known: {', '.join(backend_names())})") from None
+        raise LabError(
+            f"unknown lab backend {name!r} (known: {', '.join(backend_names())})"
+        ) from None
     return factory(**options)
 
 

@@ -165,12 +165,18 @@ def router_config(topology: Topology, p: Plan) -> dict[str, Any]:
     probing = topology.dispatcher.probing
     dispatcher: dict[str, Any] = {
         "algorithm": topology.dispatcher.algorithm,
-        "probing": {"interval": probing.interval * scale, "timeout": probing.timeout * scale, "mode": probing.mode},
+        "probing": {
+            "interval": probing.interval * scale,
+            "timeout": probing.timeout * scale,
+            "mode": probing.mode,
+        },
     }
     if topology.dispatcher.source == "db":
         dispatcher["db"] = p.db_url
     else:
-        dispatcher["destinations"] = [{"uri": uri, "attrs": f"duid={duid}"} for uri, duid in dispatch_targets(p)]
+        dispatcher["destinations"] = [
+            {"uri": uri, "attrs": f"duid={duid}"} for uri, duid in dispatch_targets(p)
+        ]
     data: dict[str, Any] = {
         "router": {
             "name": "router",
@@ -192,11 +198,75 @@ def router_config(topology: Topology, p: Plan) -> dict[str, Any]:
         data["registrar"] = {
             "enabled": True,
             "db": p.db_url,
-            "trusted_sources": [n.host for n in p.pbx] + [r.host for r in p.relays if r.link != "ua-router"],
+            "trusted_sources": [n.host for n in p.pbx]
+            + [r.host for r in p.relays if r.link != "ua-router"],
             # Lab default: only REGISTER is challenged, so SIPp call storms need no auth.
             "auth_methods": ["REGISTER"],
         }
     return data
+
+
+def kamailio_argv(topology: Topology, p: Plan) -> list[str]:
+    """Kamailio as the router: cfg rendered by ``lab.routers.kamailio``, checked, foreground.
+
+    Raises:
+        LabError: Kamailio missing or the rendered cfg does not parse.
+    """
+    from lab.backends import LabError
+    from lab.routers.kamailio import (
+        DispatcherDestination,
+        KamailioError,
+        KamailioParams,
+        check_config,
+        kamailio_binary,
+        write_config,
+    )
+
+    exe = kamailio_binary()
+    if exe is None:
+        raise LabError("router kind 'kamailio' needs Kamailio (Debian package kamailio)")
+    scale = topology.timers.time_scale
+    probing = topology.dispatcher.probing
+    algorithm = topology.dispatcher.algorithm
+    params = KamailioParams(
+        listen_ip=p.router.host,
+        listen_port=p.router.port,
+        destinations=tuple(
+            DispatcherDestination(uri, attrs=f"duid={duid}") for uri, duid in dispatch_targets(p)
+        ),
+        ds_alg=algorithm if isinstance(algorithm, int) else 4,
+        # Kamailio counts ds_ping_interval in whole seconds: 1 s is as fast as it probes.
+        ds_ping_interval=max(1, round(probing.interval * scale)) if probing.interval else 0,
+        ds_probing_mode=probing.mode,
+        ds_mark_failed=True,
+        fr_timer_ms=max(100, round(2000 * scale)),
+        fr_inv_timer_ms=max(1000, round(40000 * scale)),
+        shm_mb=64,
+    )
+    workdir = p.run_dir / "kamailio"
+    cfg = write_config(params, workdir)
+    try:
+        check_config(cfg, params, workdir, binary=exe)
+    except KamailioError as exc:
+        raise LabError(f"router (kamailio): {exc}") from exc
+    rundir = workdir / "run"
+    rundir.mkdir(parents=True, exist_ok=True)
+    # Same command line as lab.routers.kamailio.runner (foreground, log to stderr).
+    return [
+        exe,
+        "-f",
+        str(cfg),
+        "-Y",
+        str(rundir),
+        "-w",
+        str(workdir),
+        "-m",
+        "64",
+        "-M",
+        "16",
+        "-DD",
+        "-E",
+    ]
 
 
 def pbx_config(topology: Topology, p: Plan, node: PlannedNode) -> dict[str, Any]:

@@ -53,7 +53,6 @@ from .timers import TimerHandle, ack_wait_schedule
 
 if TYPE_CHECKING:
     from .core import PbxCore
-    from .store import StoredContact
 
 ACK_TIMEOUT_REASON = 'SIP ;cause=408 ;text="Request Timeout"'
 COMPLETED_ELSEWHERE = 'SIP;cause=200;text="Call completed elsewhere"'
@@ -89,7 +88,7 @@ class CallManager:
         """Live outbound legs per interface on this node (PJSIP device state)."""
         self.queue_memory: dict[str, QueueMemory] = {}
         """Per-node app_queue memory by queue name (rrpos, call counts, last calls)."""
-        self._numbers = 0
+        self.started = 0
         self._sdp_port = 20000
 
     # -- bookkeeping ----------------------------------------------------------------------
@@ -146,24 +145,24 @@ class CallManager:
         try:
             uri = request.request_uri
         except SipError:
-            core._reply(tx, request, 400, now)
+            core.reply(tx, request, 400, now)
             return
         if not isinstance(uri, SipUri):
-            core._reply(tx, request, 416, now)
+            core.reply(tx, request, 416, now)
             return
         exten = uri.user_unescaped or ""
         app = core.dialplan.lookup(exten, self._is_user(exten))
         if app is None:
             core.log.event("no_extension", call_id=request.call_id, exten=exten)
-            core._reply(tx, request, 404, now)
+            core.reply(tx, request, 404, now)
             return
         limit = core.config.capacity.max_channels
         if limit and self.channels >= limit:
             core.counters["rejected_full"] += 1
             core.log.event("channel_limit", call_id=request.call_id, channels=self.channels)
-            core._reply(tx, request, 503, now)
+            core.reply(tx, request, 503, now)
             return
-        core._reply(tx, request, 100, now)
+        core.reply(tx, request, 100, now)
         if core.spend_cpu is not None and core.config.capacity.call_cost_ms:
             core.spend_cpu(core.config.capacity.call_cost_ms)
         try:
@@ -171,12 +170,12 @@ class CallManager:
                 request, new_tag(), core.rng.randrange(1, 0x7FFF), "tcp" if tx.reliable else "udp"
             )
         except SipError:
-            core._reply(tx, request, 400, now)
+            core.reply(tx, request, 400, now)
             return
         leg.server_tx = tx
         leg.response_dest = tx.dest
-        self._numbers += 1
-        call = Call(self._numbers, leg, exten, app)
+        self.started += 1
+        call = Call(self.started, leg, exten, app)
         self._track(leg, call)
         self.invite_legs[tx] = leg
         self._event("channel_new", call, exten=exten, app=app.app, peer=f"{source[0]}:{source[1]}")
@@ -290,7 +289,7 @@ class CallManager:
         call = self.call_of.get(leg)
         method = request.method
         if method == "BYE":
-            self.core._reply(tx, request, 200, now)
+            self.core.reply(tx, request, 200, now)
             leg.state = LegState.TERMINATED
             self._leg_done(leg, now, completed=True)
             if call is not None:
@@ -306,7 +305,7 @@ class CallManager:
             )
             self.core.respond(tx, response, now=now)
             return True
-        self.core._reply(
+        self.core.reply(
             tx, request, 200 if method in ("UPDATE", "INFO", "OPTIONS", "NOTIFY") else 501, now
         )
         return True
@@ -316,9 +315,9 @@ class CallManager:
         request, tx = event.request, event.transaction
         leg = self.invite_legs.get(event.invite) if event.invite is not None else None
         if leg is None:
-            core._reply(tx, request, 481, now)
+            core.reply(tx, request, 481, now)
             return
-        core._reply(tx, request, 200, now)
+        core.reply(tx, request, 200, now)
         call = self.call_of.get(leg)
         if call is None or leg.state not in _LIVE_UNANSWERED:
             return
@@ -328,16 +327,25 @@ class CallManager:
     # -- outbound legs --------------------------------------------------------------------
 
     def dial(self, call: Call, user: str, now: float, *, interface: str) -> Leg | None:
-        """Dial(PJSIP/<user>): INVITE the first live contact of the AOR; None if none."""
+        """Dial(PJSIP/<user>): INVITE the first contact of the endpoint's AORs; None if none.
+
+        Dynamic contacts (``ps_contacts``, any node's) come first, then the AOR's permanent
+        ``contact`` (SIP-REFERENCE §4.2 D); permanent contacts carry no Path.
+        """
         core = self.core
         endpoint = core.store.endpoint(user)
-        contacts: list[StoredContact] = []
+        target: tuple[str, list[str]] | None = None
         if endpoint is not None:
-            for aor in endpoint.aors or [user]:
-                contacts = core.store.contacts(aor, now_epoch=core.epoch(now))
+            for aor_id in endpoint.aors:
+                contacts = core.store.contacts(aor_id, now_epoch=core.epoch(now))
                 if contacts:
+                    target = (contacts[0].uri, contacts[0].paths)
                     break
-        if not contacts:
+                aor = core.store.aor(aor_id)
+                if aor is not None and aor.permanent_contacts:
+                    target = (aor.permanent_contacts[0], [])
+                    break
+        if target is None:
             self._event(
                 "dial_unavailable",
                 call,
@@ -345,7 +353,7 @@ class CallManager:
                 reason="No URI available. Is endpoint registered?",
             )
             return None
-        return self._place(call, user, contacts[0].uri, contacts[0].paths, interface, now)
+        return self._place(call, user, target[0], target[1], interface, now)
 
     def _place(
         self, call: Call, user: str, uri: str, paths: list[str], interface: str, now: float

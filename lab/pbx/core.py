@@ -27,6 +27,7 @@ from __future__ import annotations
 import random
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import assert_never
 
 from router.observe import EventLog
@@ -53,7 +54,7 @@ from router.sip.transaction.events import (
     TransactionTimeout,
     TransportError,
 )
-from router.sip.transaction.layer import TransactionLayer
+from router.sip.transaction.layer import TransactionLayer, TransactionStatistics
 from router.sip.transaction.timers import Timers
 from router.transport.base import Address, Inbound, Outgoing, TransportName
 
@@ -70,6 +71,22 @@ SUPPORTED = "100rel, timer, replaces, norefersub, histinfo"
 ACCEPT = "application/sdp, application/dialog-info+xml, application/simple-message-summary, application/pidf+xml, text/plain"
 CONTACT_SWEEP_INTERVAL = 30.0
 """Asterisk's contact expiry check runs every 30 s [AReg check_expiration_thread]."""
+
+
+@dataclass(frozen=True, slots=True)
+class PbxStatistics:
+    """A snapshot of one node (trio-style ``statistics()``)."""
+
+    channels: int
+    """Live channels (call legs, both directions)."""
+    calls_started: int
+    """Inbound calls that got past the dialplan check (100 Trying sent)."""
+    counters: dict[str, int]
+    """Drops, unidentified requests, 503s for a full node ..."""
+    transactions: TransactionStatistics
+    """The transaction layer's own statistics."""
+    timers: int
+    """Armed node timers (dialplan, queue, 2xx retransmission, sweep)."""
 
 
 class PbxCore:
@@ -174,6 +191,16 @@ class PbxCore:
         self.layer.transport_failed(dest, now=now)
         self._pump(now)
 
+    def statistics(self) -> PbxStatistics:
+        """Channels, counters and transaction counts right now."""
+        return PbxStatistics(
+            channels=self.calls.channels,
+            calls_started=self.calls.started,
+            counters=dict(self.counters),
+            transactions=self.layer.statistics(),
+            timers=len(self.scheduler),
+        )
+
     # -- helpers for the channel layer ----------------------------------------------------
 
     def epoch(self, now: float) -> float:
@@ -216,7 +243,23 @@ class PbxCore:
     def _pump(self, now: float) -> None:
         while events := self.layer.drain_events():
             for event in events:
-                self._handle(event, now)
+                try:
+                    self._handle(event, now)
+                except SipError as exc:
+                    # A header we needed later turned out malformed: answer 400 if we can.
+                    self.counters["bad_request"] += 1
+                    self._fail_event(event, 400, now, str(exc))
+                except Exception as exc:  # DB down or locked, our own bug: Asterisk sends 500
+                    self.counters["internal_error"] += 1
+                    self._fail_event(event, 500, now, f"{type(exc).__name__}: {exc}")
+
+    def _fail_event(self, event: Event, status: int, now: float, why: str) -> None:
+        self.log.event("internal_error" if status == 500 else "bad_request", reason=why)
+        if isinstance(event, RequestReceived | CancelReceived) and event.transaction is not None:
+            try:
+                self.reply(event.transaction, event.request, status, now)
+            except Exception:  # already answered: nothing more to say
+                self.counters["unanswerable"] += 1
 
     def _handle(self, event: Event, now: float) -> None:
         match event:
@@ -249,11 +292,11 @@ class PbxCore:
         try:
             in_dialog = request.to.tag is not None
         except SipError:
-            self._reply(tx, request, 400, now)
+            self.reply(tx, request, 400, now)
             return
         if in_dialog:
             if not self.calls.on_in_dialog(request, tx, now):
-                self._reply(tx, request, 481, now)
+                self.reply(tx, request, 481, now)
             return
         found = identify(
             self.store,
@@ -273,7 +316,7 @@ class PbxCore:
                 peer=f"{source[0]}:{source[1]}",
             )
             challenge = self.authenticator.challenge(None, source, now_epoch=epoch)
-            self._reply(tx, request, 401, now, [("WWW-Authenticate", challenge)])
+            self.reply(tx, request, 401, now, [("WWW-Authenticate", challenge)])
             return
         endpoint, how = found
         if not self._authenticated(request, endpoint, tx, source, now):
@@ -310,9 +353,9 @@ class PbxCore:
             case "INVITE":
                 self.calls.on_invite(request, tx, source, endpoint, now)
             case "BYE" | "UPDATE" | "PRACK" | "INFO":
-                self._reply(tx, request, 481, now)
+                self.reply(tx, request, 481, now)
             case _:
-                self._reply(tx, request, 501, now)
+                self.reply(tx, request, 501, now)
 
     def _authenticated(
         self,
@@ -340,7 +383,7 @@ class PbxCore:
             stale=outcome is AuthOutcome.STALE,
         )
         challenges = [("WWW-Authenticate", challenge)]
-        self._reply(tx, request, 401, now, challenges)
+        self.reply(tx, request, 401, now, challenges)
         return False
 
     def _options(self, request: Request, tx: ServerTransaction, now: float) -> None:
@@ -348,14 +391,14 @@ class PbxCore:
         try:
             uri = request.request_uri
         except SipError:
-            self._reply(tx, request, 400, now)
+            self.reply(tx, request, 400, now)
             return
         user = uri.user_unescaped if isinstance(uri, SipUri) else None
         if user and not self.calls.is_extension(user):
-            self._reply(tx, request, 404, now)
+            self.reply(tx, request, 404, now)
             return
         host, port = self.local
-        self._reply(
+        self.reply(
             tx,
             request,
             200,
@@ -370,7 +413,7 @@ class PbxCore:
             ],
         )
 
-    def _reply(
+    def reply(
         self,
         tx: ServerTransaction,
         request: Request,

@@ -61,6 +61,8 @@ async def serve_pbx(
         log = EventLog(
             Path(config.events) if config.events else None, config.name, raw=config.raw_events
         )
+    if config.queue_mode == "shared":
+        store.release_node(config.name, now_epoch=time.time())
     core = PbxCore(
         config,
         store,

@@ -4,9 +4,11 @@ Asterisk reads realtime tables with ``SELECT *`` and applies the pjsip.conf defa
 NULL column (SIP-REFERENCE §5.1), so the records here keep NULLs and the properties apply
 the defaults, with the pjsip_config.xml value quoted next to each.
 
-The emulator talks to the DB through ``router.realtime.engine.Driver`` (qmark placeholders,
-nested ``transaction()``). Queries are plain SQL over the Asterisk column names; the
-siplab-owned ``queue_member_state`` table carries the cross-node busy view (§5.9).
+The emulator talks to the DB through the shared ``router.realtime.store.Database`` (qmark
+placeholders, nested ``transaction()``): its typed operations for the siplab-owned
+``queue_member_state`` table (the cross-node busy view, §5.9), and plain SQL over the Asterisk
+column names for the reads that must follow pjsip.conf defaults (its records are the router's
+view of those tables, not Asterisk's NULL-means-default one).
 
 Calls are synchronous, like Asterisk's realtime drivers: a slow DB slows the node down, which
 is the behaviour a capacity test should see.
@@ -18,8 +20,7 @@ import hashlib
 from dataclasses import dataclass
 from typing import Any
 
-from router.realtime.engine import Driver, open_driver
-from router.realtime.schema import ddl
+from router.realtime.store import Database, connect
 
 _TRUE = frozenset({"yes", "true", "on", "1", "y", "t"})
 
@@ -214,8 +215,8 @@ def contact_id(aor: str, uri: str) -> str:
 class PbxStore:
     """Realtime reads and writes of one node over one DB driver."""
 
-    def __init__(self, driver: Driver) -> None:
-        self.db = driver
+    def __init__(self, db: Database) -> None:
+        self.db = db
 
     @classmethod
     def open(cls, url: str, *, create: bool = False) -> PbxStore:
@@ -224,15 +225,14 @@ class PbxStore:
         Raises:
             RealtimeError: the DB cannot be opened.
         """
-        store = cls(open_driver(url))
+        store = cls(connect(url))
         if create:
             store.create_schema()
         return store
 
     def create_schema(self) -> None:
-        with self.db.transaction():
-            for statement in ddl(self.db.dialect):
-                self.db.execute(statement)
+        """Create the realtime tables if missing (idempotent)."""
+        self.db.init_schema()
 
     def close(self) -> None:
         self.db.close()
@@ -374,38 +374,27 @@ class PbxStore:
 
     def claim_member(self, interface: str, *, node: str, call_id: str, now_epoch: float) -> bool:
         """Mark ``interface`` busy unless another call holds it; True when we got it."""
-        with self.db.transaction():
-            changed = self.db.execute(
-                "UPDATE queue_member_state SET in_call = 1, node = ?, call_id = ?, updated = ? "
-                "WHERE interface = ? AND in_call = 0",
-                (node, call_id, now_epoch, interface),
-            )
-            if changed:
-                return True
-            if self._one(
-                "SELECT in_call FROM queue_member_state WHERE interface = ?", (interface,)
-            ):
-                return False
-            self.db.execute(
-                "INSERT INTO queue_member_state (interface, node, in_call, call_id, updated) "
-                "VALUES (?, ?, 1, ?, ?)",
-                (interface, node, call_id, now_epoch),
-            )
-            return True
+        return self.db.member_state_try_acquire(
+            interface, node=node, call_id=call_id, now=now_epoch
+        )
 
     def release_member(
         self, interface: str, *, call_id: str, now_epoch: float, completed: bool
     ) -> None:
-        """Free ``interface`` if ``call_id`` holds it; ``completed`` stamps last_call_end."""
+        """Free ``interface`` if ``call_id`` holds it.
+
+        ``completed``: the member talked, so its wrap-up starts now (``last_call_end``); a
+        member that only rang is freed without starting a wrap-up, as in app_queue.
+        """
         if completed:
-            self.db.execute(
-                "UPDATE queue_member_state SET in_call = 0, call_id = NULL, updated = ?, "
-                "last_call_end = ? WHERE interface = ? AND call_id = ?",
-                (now_epoch, now_epoch, interface, call_id),
-            )
-        else:
-            self.db.execute(
-                "UPDATE queue_member_state SET in_call = 0, call_id = NULL, updated = ? "
-                "WHERE interface = ? AND call_id = ?",
-                (now_epoch, interface, call_id),
-            )
+            self.db.member_state_release(interface, call_id=call_id, now=now_epoch)
+            return
+        self.db.execute(
+            "UPDATE queue_member_state SET in_call = 0, updated = ? "
+            "WHERE interface = ? AND call_id = ? AND in_call = 1",
+            (now_epoch, interface, call_id),
+        )
+
+    def release_node(self, node: str, *, now_epoch: float) -> int:
+        """Free every member row ``node`` holds (a restarted node has no calls)."""
+        return self.db.member_state_release_node(node, now=now_epoch)

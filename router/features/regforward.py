@@ -286,7 +286,7 @@ class RegistrationForwarder:
         contacts: dict[str, int] = {}
         for contact, end in pair.wanted.items():
             # Binding.expires 0 is a permanent binding: the node gets PERMANENT_EXPIRES.
-            seconds = PERMANENT_EXPIRES if end == 0 else max(0, int(end - now))
+            seconds = PERMANENT_EXPIRES if end == 0 else max(0, end - int(now))
             if seconds > 0:
                 contacts[contact] = seconds
         for contact in pair.held:

@@ -376,8 +376,9 @@ class Registrar:
 
 
 def remaining(binding: Binding, now: float) -> int:
-    """Seconds left on a binding (0 for permanent ones is not used: they report 0)."""
-    return max(0, int(binding.expires - now)) if binding.expires else 0
+    """Seconds left on a binding, in whole seconds of the clock it was stored with (Kamailio
+    keeps an integer ``act_time``), 0 for a permanent one."""
+    return max(0, binding.expires - int(now)) if binding.expires else 0
 
 
 def contact_value(binding: Binding, now: float) -> str:

@@ -147,14 +147,17 @@ class Headers:
             out.extend(piece for piece in split_outside_quotes(value, ",") if piece)
         return out
 
-    def _touch(self) -> None:
+    def _touch(self, canon: str) -> None:
+        # Typed values are cached under the canonical name of the header they come from, so
+        # only that entry goes stale: prepending a Via keeps the parsed CSeq, From, To...
         if self._cache:
-            self._cache.clear()
+            self._cache.pop(canon, None)
 
     def add(self, name: str, value: str) -> None:
         """Append a field at the end."""
-        self._fields.append((canonical_name(name), name, value))
-        self._touch()
+        canon = canonical_name(name)
+        self._fields.append((canon, name, value))
+        self._touch(canon)
 
     def prepend(self, name: str, value: str) -> None:
         """Insert a field before the first field of that name, or at the top if none."""
@@ -165,7 +168,7 @@ class Headers:
                 index = i
                 break
         self._fields.insert(index, (canon, name, value))
-        self._touch()
+        self._touch(canon)
 
     def set(self, name: str, value: str) -> None:
         """Replace every field called ``name`` by one field (at the first one's position)."""
@@ -182,7 +185,7 @@ class Headers:
         if not placed:
             out.append((canon, name, value))
         self._fields = out
-        self._touch()
+        self._touch(canon)
 
     def remove(self, name: str) -> int:
         """Remove every field called ``name``; return how many were removed."""
@@ -191,7 +194,7 @@ class Headers:
         self._fields = [f for f in self._fields if f[0] != canon]
         removed = before - len(self._fields)
         if removed:
-            self._touch()
+            self._touch(canon)
         return removed
 
     def pop_first_value(self, name: str) -> str | None:
@@ -208,14 +211,14 @@ class Headers:
             comma = _first_top_level_comma(value)
             if comma < 0:
                 del self._fields[i]
-                self._touch()
+                self._touch(canon)
                 return value.strip()
             rest = value[comma + 1 :].strip()
             if rest:
                 self._fields[i] = (canon, f[1], rest)
             else:
                 del self._fields[i]
-            self._touch()
+            self._touch(canon)
             return value[:comma].strip()
         return None
 
@@ -406,6 +409,26 @@ class _Typed:
 _METHOD_RE = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+")
 
 
+_COMMON_METHODS = frozenset(
+    (
+        "INVITE",
+        "ACK",
+        "BYE",
+        "CANCEL",
+        "OPTIONS",
+        "REGISTER",
+        "PRACK",
+        "UPDATE",
+        "INFO",
+        "SUBSCRIBE",
+        "NOTIFY",
+        "REFER",
+        "MESSAGE",
+        "PUBLISH",
+    )
+)
+
+
 @dataclass(slots=True, eq=False)
 class Request(_Typed):
     """A SIP request."""
@@ -422,7 +445,7 @@ class Request(_Typed):
     """SIP-Version of the start line."""
 
     def __post_init__(self) -> None:
-        if not _METHOD_RE.fullmatch(self.method):
+        if self.method not in _COMMON_METHODS and not _METHOD_RE.fullmatch(self.method):
             raise ValueError(f"method must be a token: {self.method!r}")
         if not self.uri or " " in self.uri:
             raise ValueError(f"bad Request-URI {self.uri!r}")

@@ -138,6 +138,11 @@ _GENERIC_PARAM_RE = re.compile(
     rf"[ \t]*({_TOKEN})[ \t]*(?:=[ \t]*({_IPV6ADDR}|{_TOKEN}|{_QUOTED}|{_IPV6REF}))?[ \t]*"
 )
 TOKEN_RE = re.compile(_TOKEN)
+# The same grammar for a whole ";a=b;c" list without quoted strings: one regex call validates
+# every parameter, then plain splits extract them (the hot path of Via parsing).
+_UNQUOTED_PARAMS_RE = re.compile(
+    rf"(?:;[ \t]*{_TOKEN}[ \t]*(?:=[ \t]*(?:{_IPV6ADDR}|{_TOKEN}|{_IPV6REF}))?[ \t]*)+"
+)
 
 
 def parse_header_params(text: str) -> Params:
@@ -152,6 +157,11 @@ def parse_header_params(text: str) -> Params:
     if stripped[0] != ";":
         raise SipParseError(f"expected ';' before {stripped[:20]!r}", trigger="bad_params")
     out: list[tuple[str, str | None]] = []
+    if '"' not in stripped and _UNQUOTED_PARAMS_RE.fullmatch(stripped):
+        for piece in stripped[1:].split(";"):
+            name, eq, value = piece.partition("=")
+            out.append((name.strip(), value.strip() if eq else None))
+        return tuple(out)
     pieces = split_outside_quotes(stripped[1:], ";") if '"' in stripped else stripped[1:].split(";")
     for piece in pieces:
         m = _GENERIC_PARAM_RE.fullmatch(piece)

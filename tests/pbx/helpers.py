@@ -98,29 +98,31 @@ class Peer:
     async def send(self, message: Request | Response, dest: tuple[str, int]) -> None:
         await self.sock.sendto(serialize(message), dest)
 
-    async def recv(self, timeout: float = 2.0) -> Received:
-        with trio.fail_after(timeout):
+    async def recv(self, within: float = 2.0) -> Received:
+        with trio.fail_after(within):
             data, source = await self.sock.recvfrom(65535)
         got = Received(parse_untrusted(data), source[:2], trio.current_time())
         self.inbox.append(got)
         return got
 
-    async def recv_response(self, timeout: float = 2.0) -> Response:
+    async def recv_response(self, within: float = 2.0) -> Response:
         while True:
-            got = await self.recv(timeout)
+            got = await self.recv(within)
             if isinstance(got.message, Response):
                 return got.message
 
-    async def recv_request(self, method: str | None = None, timeout: float = 2.0) -> Received:
+    async def recv_request(self, method: str | None = None, within: float = 2.0) -> Received:
         while True:
-            got = await self.recv(timeout)
-            if isinstance(got.message, Request) and (method is None or got.message.method == method):
+            got = await self.recv(within)
+            if isinstance(got.message, Request) and (
+                method is None or got.message.method == method
+            ):
                 return got
 
-    async def silent(self, timeout: float) -> bool:
-        """True when nothing arrives for ``timeout`` seconds."""
-        with trio.move_on_after(timeout):
-            await self.recv(timeout + 1)
+    async def silent(self, seconds: float) -> bool:
+        """True when nothing arrives for ``seconds``."""
+        with trio.move_on_after(seconds):
+            await self.recv(seconds + 1)
             return False
         return True
 
@@ -194,7 +196,9 @@ class Peer:
 
 def authorize(request: Request, challenge_value: str, user: str, password: str) -> Request:
     """A copy of ``request`` with an Authorization answering the challenge (new branch)."""
-    creds = answer_challenge(parse_challenge(challenge_value), request.method, request.uri, user, password)
+    creds = answer_challenge(
+        parse_challenge(challenge_value), request.method, request.uri, user, password
+    )
     again = request.copy()
     again.headers.set("Authorization", str(creds))
     via = again.headers.values("Via")[0]

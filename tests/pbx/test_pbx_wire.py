@@ -32,13 +32,17 @@ async def test_options_from_unknown_address_gets_asterisk_challenge(pbx: PbxCore
     assert challenge.realm == "asterisk"
     assert challenge.qop == ("auth",)
     assert challenge.opaque
-    assert challenge.algorithm is not None and challenge.algorithm.value == "MD5"
+    assert challenge.algorithm is not None
+    assert challenge.algorithm.value == "MD5"
     ts, _, digest = challenge.nonce.partition("/")
-    assert ts.isdigit() and len(digest) == 32
+    assert ts.isdigit()
+    assert len(digest) == 32
 
 
 async def test_invite_600_gets_100_then_200_with_sdp(pbx: PbxCore, router: Peer) -> None:
-    invite = router.request("INVITE", f"sip:600@{pbx.local[0]}", to_user="600", to_host=pbx.local[0])
+    invite = router.request(
+        "INVITE", f"sip:600@{pbx.local[0]}", to_user="600", to_host=pbx.local[0]
+    )
     await router.send(invite, pbx.local)
     first = await router.recv_response()
     second = await router.recv_response()
@@ -55,7 +59,9 @@ async def test_invite_600_gets_100_then_200_with_sdp(pbx: PbxCore, router: Peer)
 
 
 async def test_invite_unknown_extension_gets_404_without_100(pbx: PbxCore, router: Peer) -> None:
-    invite = router.request("INVITE", f"sip:999@{pbx.local[0]}", to_user="999", to_host=pbx.local[0])
+    invite = router.request(
+        "INVITE", f"sip:999@{pbx.local[0]}", to_user="999", to_host=pbx.local[0]
+    )
     await router.send(invite, pbx.local)
     response = await router.recv_response()
     assert response.status == 404
@@ -69,12 +75,18 @@ async def test_invite_cancel_gets_487(pbx: PbxCore, router: Peer, store: PbxStor
     # 700 dials 101, who is not registered: register a contact that never answers.
     phone = await Peer.open(PHONE_IP)
     try:
-        reg = router.request("REGISTER", f"sip:{pbx.local[0]}", from_user="101", to_user="101",
-                             headers=(("Contact", f"<sip:101@{phone.addr[0]}:{phone.addr[1]}>"),
-                                      ("Expires", "300")))
+        reg = router.request(
+            "REGISTER",
+            f"sip:{pbx.local[0]}",
+            from_user="101",
+            to_user="101",
+            headers=(("Contact", f"<sip:101@{phone.addr[0]}:{phone.addr[1]}>"), ("Expires", "300")),
+        )
         await router.send(reg, pbx.local)
         assert (await router.recv_response()).status == 200
-        invite = router.request("INVITE", f"sip:700@{pbx.local[0]}", to_user="700", to_host=pbx.local[0])
+        invite = router.request(
+            "INVITE", f"sip:700@{pbx.local[0]}", to_user="700", to_host=pbx.local[0]
+        )
         await router.send(invite, pbx.local)
         assert (await router.recv_response()).status == 100
         leg = await phone.recv_request("INVITE")
@@ -87,7 +99,10 @@ async def test_invite_cancel_gets_487(pbx: PbxCore, router: Peer, store: PbxStor
         cancel.headers.set("CSeq", f"{invite.cseq.seq} CANCEL")
         cancel.headers.remove("Contact")
         await router.send(cancel, pbx.local)
-        statuses = {(r.status, r.cseq.method) for r in [await router.recv_response(), await router.recv_response()]}
+        statuses = {
+            (r.status, r.cseq.method)
+            for r in [await router.recv_response(), await router.recv_response()]
+        }
         assert statuses == {(200, "CANCEL"), (487, "INVITE")}
         callee_cancel = await phone.recv_request("CANCEL")
         assert callee_cancel.message.headers.get("Reason") is None
@@ -108,7 +123,10 @@ async def test_register_from_router_is_accepted_without_challenge(
             ("Path", f"<sip:{router.addr[0]}:{router.addr[1]};lr>"),
             ("Supported", "path"),
             ("Expires", "10"),
-            ("Authorization", 'Digest username="101", realm="x", nonce="n", uri="sip:x", response="00"'),
+            (
+                "Authorization",
+                'Digest username="101", realm="x", nonce="n", uri="sip:x", response="00"',
+            ),
         ),
     )
     await router.send(reg, pbx.local)
@@ -117,8 +135,10 @@ async def test_register_from_router_is_accepted_without_challenge(
     assert "Date" in response.headers
     assert response.expires == 60  # clamped up to minimum_expiration, never 423
     (contact,) = response.contacts
-    assert isinstance(contact.uri, SipUri) and contact.uri.port == 5070
-    assert contact.expires is not None and 55 <= contact.expires <= 60
+    assert isinstance(contact.uri, SipUri)
+    assert contact.uri.port == 5070
+    assert contact.expires is not None
+    assert 55 <= contact.expires <= 60
     rows = store.contacts("101", now_epoch=time.time())
     assert len(rows) == 1
     assert rows[0].reg_server == "pbx1"
@@ -126,16 +146,28 @@ async def test_register_from_router_is_accepted_without_challenge(
 
 
 async def test_register_unknown_aor_via_router_gets_404(pbx: PbxCore, router: Peer) -> None:
-    reg = router.request("REGISTER", f"sip:{pbx.local[0]}", from_user="555", to_user="555",
-                         headers=(("Contact", "<sip:555@127.0.0.99>"),))
+    reg = router.request(
+        "REGISTER",
+        f"sip:{pbx.local[0]}",
+        from_user="555",
+        to_user="555",
+        headers=(("Contact", "<sip:555@127.0.0.99>"),),
+    )
     await router.send(reg, pbx.local)
     assert (await router.recv_response()).status == 404
 
 
-async def test_register_max_contacts_0_gets_403(pbx: PbxCore, router: Peer, store: PbxStore) -> None:
+async def test_register_max_contacts_0_gets_403(
+    pbx: PbxCore, router: Peer, store: PbxStore
+) -> None:
     store.db.execute("UPDATE ps_aors SET max_contacts = 0 WHERE id = '102'")
-    reg = router.request("REGISTER", f"sip:{pbx.local[0]}", from_user="102", to_user="102",
-                         headers=(("Contact", "<sip:102@127.0.0.99>"),))
+    reg = router.request(
+        "REGISTER",
+        f"sip:{pbx.local[0]}",
+        from_user="102",
+        to_user="102",
+        headers=(("Contact", "<sip:102@127.0.0.99>"),),
+    )
     await router.send(reg, pbx.local)
     assert (await router.recv_response()).status == 403
 
@@ -143,8 +175,13 @@ async def test_register_max_contacts_0_gets_403(pbx: PbxCore, router: Peer, stor
 async def test_register_from_phone_is_challenged_then_checked(pbx: PbxCore) -> None:
     phone = await Peer.open(PHONE_IP)
     try:
-        reg = phone.request("REGISTER", f"sip:{pbx.local[0]}", from_user="101", to_user="101",
-                            headers=(("Contact", f"<sip:101@{phone.addr[0]}:{phone.addr[1]}>"),))
+        reg = phone.request(
+            "REGISTER",
+            f"sip:{pbx.local[0]}",
+            from_user="101",
+            to_user="101",
+            headers=(("Contact", f"<sip:101@{phone.addr[0]}:{phone.addr[1]}>"),),
+        )
         await phone.send(reg, pbx.local)
         challenged = await phone.recv_response()
         assert challenged.status == 401
@@ -164,18 +201,65 @@ async def test_register_from_phone_is_challenged_then_checked(pbx: PbxCore) -> N
 
 
 async def test_star_contact_removes_bindings(pbx: PbxCore, router: Peer, store: PbxStore) -> None:
-    reg = router.request("REGISTER", f"sip:{pbx.local[0]}", from_user="101", to_user="101",
-                         headers=(("Contact", "<sip:101@127.0.0.99>"),))
+    reg = router.request(
+        "REGISTER",
+        f"sip:{pbx.local[0]}",
+        from_user="101",
+        to_user="101",
+        headers=(("Contact", "<sip:101@127.0.0.99>"),),
+    )
     await router.send(reg, pbx.local)
     assert (await router.recv_response()).status == 200
-    star = router.request("REGISTER", f"sip:{pbx.local[0]}", from_user="101", to_user="101",
-                          headers=(("Contact", "*"), ("Expires", "0")))
+    star = router.request(
+        "REGISTER",
+        f"sip:{pbx.local[0]}",
+        from_user="101",
+        to_user="101",
+        headers=(("Contact", "*"), ("Expires", "0")),
+    )
     await router.send(star, pbx.local)
     ok = await router.recv_response()
     assert ok.status == 200
     assert ok.contacts == []
     assert store.contacts("101", now_epoch=time.time()) == []
-    bad = router.request("REGISTER", f"sip:{pbx.local[0]}", from_user="101", to_user="101",
-                         headers=(("Contact", "*"),))
+    bad = router.request(
+        "REGISTER",
+        f"sip:{pbx.local[0]}",
+        from_user="101",
+        to_user="101",
+        headers=(("Contact", "*"),),
+    )
     await router.send(bad, pbx.local)
     assert (await router.recv_response()).status == 400
+
+
+async def _register(router: Peer, pbx: PbxCore, contact: str, *extra: tuple[str, str]) -> Response:
+    reg = router.request(
+        "REGISTER",
+        f"sip:{pbx.local[0]}",
+        from_user="101",
+        to_user="101",
+        headers=(("Contact", contact), *extra),
+    )
+    await router.send(reg, pbx.local)
+    return await router.recv_response()
+
+
+async def test_register_path_without_supported_path_gets_420(pbx: PbxCore, router: Peer) -> None:
+    response = await _register(router, pbx, "<sip:101@127.0.0.99>", ("Path", "<sip:127.0.0.41;lr>"))
+    assert response.status == 420
+
+
+async def test_register_over_max_contacts(pbx: PbxCore, router: Peer, store: PbxStore) -> None:
+    assert (await _register(router, pbx, "<sip:101@127.0.0.98>")).status == 200
+    # remove_existing=yes: the new contact replaces the old one.
+    replaced = await _register(router, pbx, "<sip:101@127.0.0.99>")
+    assert [str(c.uri) for c in replaced.contacts] == ["sip:101@127.0.0.99"]
+    assert "Expires" not in replaced.headers
+    store.db.execute("UPDATE ps_aors SET remove_existing = 'no' WHERE id = '101'")
+    assert (await _register(router, pbx, "<sip:101@127.0.0.97>")).status == 403
+    # Expiry clamped down to maximum_expiration (7200).
+    clamped = await _register(router, pbx, "<sip:101@127.0.0.99>;expires=999999")
+    (contact,) = clamped.contacts
+    assert contact.expires is not None
+    assert 7195 <= contact.expires <= 7200

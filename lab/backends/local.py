@@ -1,0 +1,518 @@
+"""The local backend: every node a process on its own 127.x.0.y address.
+
+Start order is dependency order: DB (provisioned in-process: schema, users and ``users.csv``, the
+router endpoint, queues, the dispatcher set), PBX nodes, the relays in front of them, the router,
+then the relay in front of the router. A node is ready when it answers an OPTIONS, built with
+``router.sip`` and sent over UDP, with 200 (never a sleep); one that does not answer in time, or
+exits, fails ``up`` with its name and the tail of its log, and everything started is stopped.
+
+Process ownership (rule of ``lab/procs.py``: only our own PIDs, never by name):
+
+- every child is its own session and process group (``start_new_session``), and is signalled as
+  a group (``killpg``), so nothing it forks outlives it;
+- *attached* mode (the pytest plugin, ``Lab`` objects): children get ``PR_SET_PDEATHSIG`` =
+  SIGKILL, so even a SIGKILLed harness leaves nothing behind, plus an ``atexit`` hook and a
+  SIGTERM handler for the polite cases;
+- *detached* mode (``siplab lab up``, which must return while the lab keeps running): no death
+  signal; ``siplab lab down`` stops the PIDs recorded in ``lab.json``, after checking in
+  ``/proc/<pid>/cmdline`` that the PID still runs the command we started (PIDs get reused).
+"""
+
+from __future__ import annotations
+
+import atexit
+import ctypes
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from lab.backends import LabError, NodeState
+from lab.backends.render import Plan, PlannedNode, kamailio_argv, plan, provision, write_configs
+from lab.labfile import LabFile, NodeRecord, write_labfile
+from lab.topology import Topology
+from router.sip import (
+    Headers,
+    Request,
+    Response,
+    SipError,
+    new_branch,
+    new_call_id,
+    new_tag,
+    parse_untrusted,
+    serialize,
+)
+
+_ATTACHED: dict[int, subprocess.Popen[bytes]] = {}
+_HOOKS_INSTALLED = False
+_PR_SET_PDEATHSIG = 1
+try:
+    _LIBC: ctypes.CDLL | None = ctypes.CDLL("libc.so.6", use_errno=True)
+except OSError:  # not glibc Linux: atexit + signal handlers only
+    _LIBC = None
+
+
+def _die_with_parent() -> None:  # runs in the child between fork and exec
+    if _LIBC is not None:
+        _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+def _kill_attached() -> None:
+    for pid, popen in list(_ATTACHED.items()):
+        _signal_group(pid, signal.SIGKILL)
+        try:
+            popen.wait(2.0)
+        except subprocess.TimeoutExpired:
+            pass
+        _ATTACHED.pop(pid, None)
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    _kill_attached()
+    signal.signal(signum, signal.SIG_DFL)
+    os.kill(os.getpid(), signum)
+
+
+def _install_hooks() -> None:
+    global _HOOKS_INSTALLED
+    if _HOOKS_INSTALLED:
+        return
+    _HOOKS_INSTALLED = True
+    atexit.register(_kill_attached)
+    try:
+        if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+            signal.signal(signal.SIGTERM, _on_sigterm)
+    except ValueError:  # not the main thread: PDEATHSIG and atexit still cover us
+        pass
+
+
+def _signal_group(pid: int, sig: signal.Signals) -> None:
+    try:
+        os.killpg(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def proc_state(pid: int | None) -> NodeState:
+    """UP, PAUSED (stopped: ``T``/``t``) or DOWN (gone or zombie), from /proc/<pid>/stat."""
+    if not pid:
+        return NodeState.DOWN
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return NodeState.DOWN
+    state = stat.rpartition(")")[2].split()[0]
+    if state in ("Z", "X", "x"):
+        return NodeState.DOWN
+    return NodeState.PAUSED if state in ("T", "t") else NodeState.UP
+
+
+def _is_ours(node: NodeRecord) -> bool:
+    """The PID still runs the command line we started (not a reused PID)."""
+    if not node.pid or not node.argv:
+        return False
+    try:
+        cmdline = Path(f"/proc/{node.pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+    return cmdline.rstrip(b"\0").split(b"\0") == [a.encode() for a in node.argv]
+
+
+# -- readiness ------------------------------------------------------------------------------
+
+
+def options_request(host: str, port: int, local: tuple[str, int]) -> Request:
+    """An out-of-dialog OPTIONS to ``host:port`` from ``local`` (RFC 3261 §11.1)."""
+    lhost, lport = local
+    headers = Headers(
+        [
+            ("Via", f"SIP/2.0/UDP {lhost}:{lport};branch={new_branch()};rport"),
+            ("Max-Forwards", "70"),
+            ("From", f"<sip:lab@{lhost}>;tag={new_tag()}"),
+            ("To", f"<sip:{host}:{port}>"),
+            ("Call-ID", new_call_id(lhost)),
+            ("CSeq", "1 OPTIONS"),
+            ("Accept", "application/sdp"),
+            ("Content-Length", "0"),
+        ]
+    )
+    return Request("OPTIONS", f"sip:{host}:{port}", headers)
+
+
+def options_ping(
+    host: str, port: int, *, source: str = "127.0.0.1", timeout: float = 0.5
+) -> int | None:
+    """Send one OPTIONS (retransmitted Timer-E style from 50 ms) and return the final status."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind((source, 0))
+        request = options_request(host, port, sock.getsockname()[:2])
+        data = serialize(request)
+        deadline = time.monotonic() + timeout
+        interval, next_send = 0.05, 0.0
+        while (now := time.monotonic()) < deadline:
+            if now >= next_send:
+                try:
+                    sock.sendto(data, (host, port))
+                except OSError:
+                    pass  # ICMP unreachable from an earlier send: not up yet
+                next_send, interval = now + interval, min(interval * 2, 0.5)
+            sock.settimeout(max(0.001, min(next_send, deadline) - time.monotonic()))
+            try:
+                reply = sock.recv(65536)
+            except (TimeoutError, ConnectionRefusedError):
+                continue
+            try:
+                response = parse_untrusted(reply)
+            except SipError:
+                continue
+            if (
+                isinstance(response, Response)
+                and response.is_final
+                and response.call_id == request.call_id
+            ):
+                return response.status
+    return None
+
+
+def wait_ready(
+    name: str,
+    host: str,
+    port: int,
+    *,
+    timeout: float,
+    source: str,
+    log: Path | None = None,
+    pid: int | None = None,
+    want: int | None = 200,
+) -> int:
+    """Probe until ``host:port`` answers OPTIONS with ``want`` (any final when None).
+
+    Raises:
+        LabError: naming the node, what went wrong and the tail of its log.
+    """
+    deadline = time.monotonic() + timeout
+    last: int | None = None
+    while time.monotonic() < deadline:
+        if pid is not None and proc_state(pid) is NodeState.DOWN:
+            raise LabError(
+                f"{name} ({host}:{port}) exited before answering OPTIONS{_log_tail(log)}"
+            )
+        last = options_ping(host, port, source=source, timeout=0.4)
+        if last is not None and (want is None or last == want):
+            return last
+    got = f"last answer {last}" if last is not None else "no answer"
+    raise LabError(f"{name} ({host}:{port}) not ready after {timeout:g} s ({got}){_log_tail(log)}")
+
+
+def _log_tail(log: Path | None, lines: int = 15) -> str:
+    if log is None:
+        return ""
+    try:
+        text = log.read_text(errors="replace").splitlines()[-lines:]
+    except OSError:
+        return f"; log {log} missing"
+    return f"; log {log}:\n" + "\n".join("    " + line for line in text)
+
+
+# -- command lines --------------------------------------------------------------------------
+
+
+def _cli_has(command: str) -> bool:
+    from router.cli import build_parser
+
+    parser = build_parser()
+    for action in parser._subparsers._group_actions if parser._subparsers else ():
+        choices = getattr(action, "choices", None) or {}
+        if command in choices:
+            return True
+    return False
+
+
+def node_argv(
+    node: PlannedNode, run_dir: Path, topology: Topology | None = None, p: Plan | None = None
+) -> list[str]:
+    """The command line starting ``node`` (``sys.executable`` for our own programs)."""
+    py = sys.executable
+    if node.role == "router":
+        if node.kind == "kamailio" and topology is not None and p is not None:
+            return kamailio_argv(topology, p)
+        if node.kind != "reference":
+            raise LabError(f"router kind {node.kind!r} is not supported by the local backend")
+        return [py, "-m", "router.cli", "router", "--config", str(node.config)]
+    if node.role == "proxy":
+        return [py, "-m", "lab.faults", "--config", str(node.config)]
+    if node.kind == "emulator":
+        if _cli_has("pbx"):
+            return [py, "-m", "router.cli", "pbx", "--config", str(node.config)]
+        # XXX adapter until `siplab pbx` is registered in router/cli.py: same serve_pbx.
+        return [py, "-m", "lab.backends.pbx_adapter", "--config", str(node.config)]
+    if node.kind == "sipp":
+        from lab.engines import SippRun, sipp_binary, uas_answer
+
+        exe = sipp_binary()
+        if exe is None:
+            raise LabError(f"{node.name}: kind 'sipp' needs SIPp (Debian package sip-tester)")
+        workdir = run_dir / "sipp" / node.name
+        run = SippRun(
+            uas_answer(), node.host, local_port=node.port, name=node.name, timeout_s=7 * 86400.0
+        )
+        path = run.scenario.write(workdir)
+        path.replace(workdir / f"{run.stem}.xml")
+        return run.argv(workdir, exe)
+    raise LabError(f"{node.name}: PBX kind {node.kind!r} is not supported by the local backend")
+
+
+# -- the backend ----------------------------------------------------------------------------
+
+
+class LocalBackend:
+    """Processes on 127.x.0.y; see the module docstring for ownership and cleanup."""
+
+    name = "local"
+
+    def __init__(
+        self, *, detach: bool = False, ready_timeout: float = 15.0, stop_grace: float = 3.0
+    ) -> None:
+        self.detach = detach
+        self.ready_timeout = ready_timeout
+        self.stop_grace = stop_grace
+        self._children: dict[int, subprocess.Popen[bytes]] = {}
+
+    # process primitives
+
+    def _spawn(self, argv: list[str], name: str, run_dir: Path) -> tuple[int, Path]:
+        log = run_dir / "logs" / f"{name}.log"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        if not self.detach:
+            _install_hooks()
+        with log.open("ab") as out:
+            try:
+                popen = subprocess.Popen(
+                    argv,
+                    stdin=subprocess.DEVNULL,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    cwd=run_dir,
+                    env=env,
+                    start_new_session=True,
+                    preexec_fn=None if self.detach else _die_with_parent,
+                )
+            except OSError as exc:
+                raise LabError(f"{name}: cannot start {argv[0]}: {exc}") from exc
+        self._children[popen.pid] = popen
+        if not self.detach:
+            _ATTACHED[popen.pid] = popen
+        return popen.pid, log
+
+    def _stop_pid(self, node: NodeRecord, grace: float) -> None:
+        pid = node.pid
+        if not pid:
+            return
+        child = self._children.pop(pid, None)
+        _ATTACHED.pop(pid, None)
+        if child is None and not _is_ours(node):
+            return  # not started by this process and the PID now runs something else
+        _signal_group(pid, signal.SIGCONT)  # a paused node cannot handle SIGTERM
+        _signal_group(pid, signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        while proc_state(pid) is not NodeState.DOWN and time.monotonic() < deadline:
+            if child is not None and child.poll() is not None:
+                break
+            time.sleep(0.02)
+        _signal_group(pid, signal.SIGKILL)
+        if child is not None:
+            child.wait(5.0)
+        else:
+            end = time.monotonic() + 5.0
+            while proc_state(pid) is not NodeState.DOWN and time.monotonic() < end:
+                time.sleep(0.02)
+
+    def _start_node(
+        self,
+        node: PlannedNode,
+        p: Plan,
+        started: list[NodeRecord],
+        probe_source: str,
+        topology: Topology | None = None,
+    ) -> NodeRecord:
+        if node.external:
+            record = NodeRecord(node.name, "pbx", node.host, node.port, kind="external")
+            wait_ready(
+                node.name,
+                node.host,
+                node.port,
+                timeout=self.ready_timeout,
+                source=probe_source,
+                want=None,
+            )
+            return record
+        argv = node_argv(node, p.run_dir, topology, p)
+        pid, log = self._spawn(argv, node.name, p.run_dir)
+        record = NodeRecord(
+            node.name,
+            node.role,  # type: ignore[arg-type]
+            node.host,
+            node.port,
+            pid=pid,
+            kind=node.kind,
+            argv=argv,
+            cwd=str(p.run_dir),
+            log=str(log),
+            events=node.events,
+            http=node.http,
+            link=node.link,
+            upstream=node.upstream,
+            rules=node.rules,
+        )
+        started.append(record)
+        return record
+
+    def _wait(self, record: NodeRecord, probe_source: str) -> None:
+        wait_ready(
+            record.name,
+            record.host,
+            record.port,
+            timeout=self.ready_timeout,
+            source=probe_source,
+            log=Path(record.log) if record.log else None,
+            pid=record.pid,
+        )
+
+    # Backend protocol
+
+    def up(self, topology: Topology, run_dir: Path, *, db_url: str | None = None) -> LabFile:
+        run_dir = Path(run_dir).resolve()
+        p = plan(topology, run_dir, db_url=db_url)
+        for sub in ("logs", "events", "faults"):
+            (run_dir / sub).mkdir(parents=True, exist_ok=True)
+        for stale in (run_dir / "events").glob("*.jsonl"):
+            stale.unlink()
+        write_configs(topology, p)
+        from router.realtime import RealtimeError
+
+        try:
+            provision(topology, p)
+        except (RealtimeError, OSError, ValueError) as exc:
+            raise LabError(f"db ({p.db_url}): provisioning failed: {exc}") from exc
+        db_kind = "postgresql" if p.db_url.startswith("postgres") else "sqlite"
+        nodes = [NodeRecord("db", "db", "", 0, kind=db_kind)]
+        started: list[NodeRecord] = []
+        source = p.router.host  # the router endpoint is identified by IP on the PBX nodes
+        try:
+            # Start the PBX nodes together (they are independent), then wait for each.
+            pbx = [self._start_node(n, p, started, source) for n in p.pbx]
+            for record in pbx:
+                if record.pid:
+                    self._wait(record, source)
+            nodes += pbx
+            front = [
+                self._start_node(r, p, started, source) for r in p.relays if r.link != "ua-router"
+            ]
+            for record in front:
+                self._wait(record, source)
+            nodes += front
+            router = self._start_node(p.router, p, started, source, topology)
+            self._wait(router, source)
+            nodes.append(router)
+            for relay in p.relays:
+                if relay.link == "ua-router":
+                    record = self._start_node(relay, p, started, source)
+                    self._wait(record, source)
+                    nodes.append(record)
+        except BaseException:
+            for record in reversed(started):
+                self._stop_pid(record, 1.0)
+            raise
+        lab = LabFile(
+            run_dir=str(run_dir),
+            backend=self.name,
+            db=p.db_url,
+            users_csv=str(p.users_csv),
+            events=str(run_dir / "events.jsonl"),
+            nodes=nodes,
+            topology=str(run_dir / "topology.toml"),
+        )
+        write_labfile(lab)
+        return lab
+
+    def down(self, lab: LabFile) -> LabFile:
+        from lab.evidence import merge_events
+
+        for node in reversed(lab.nodes):
+            self._stop_pid(node, self.stop_grace)
+        stopped = replace(lab, nodes=[replace(n, pid=None) for n in lab.nodes])
+        merge_events(Path(lab.run_dir))
+        write_labfile(stopped)
+        return stopped
+
+    def _signal(self, lab: LabFile, name: str, sig: signal.Signals) -> LabFile:
+        node = _find(lab, name)
+        if not node.pid:
+            raise LabError(f"{name}: not started by the lab (no pid)")
+        if node.pid not in self._children and not _is_ours(node):
+            raise LabError(
+                f"{name}: pid {node.pid} is not running the lab's command (already down?)"
+            )
+        _signal_group(node.pid, sig)
+        if sig is signal.SIGKILL:
+            child = self._children.get(node.pid)
+            if child is not None:
+                child.wait(5.0)
+        return lab
+
+    def kill(self, lab: LabFile, node: str) -> LabFile:
+        return self._signal(lab, node, signal.SIGKILL)
+
+    def pause(self, lab: LabFile, node: str) -> LabFile:
+        return self._signal(lab, node, signal.SIGSTOP)
+
+    def resume(self, lab: LabFile, node: str) -> LabFile:
+        return self._signal(lab, node, signal.SIGCONT)
+
+    def restart(self, lab: LabFile, node: str) -> LabFile:
+        record = _find(lab, node)
+        if not record.argv:
+            raise LabError(f"{node}: not started by the lab; cannot restart it")
+        self._stop_pid(record, self.stop_grace)
+        pid, _ = self._spawn(list(record.argv), record.name, Path(record.cwd or lab.run_dir))
+        record = replace(record, pid=pid)
+        self._wait(record, _router_host(lab))
+        updated = lab.with_node(record)
+        write_labfile(updated)
+        return updated
+
+    def node_state(self, node: NodeRecord) -> NodeState:
+        if not node.pid:
+            return NodeState.DOWN
+        if node.pid not in self._children and not _is_ours(node):
+            return NodeState.DOWN
+        return proc_state(node.pid)
+
+
+def _find(lab: LabFile, name: str) -> NodeRecord:
+    try:
+        return lab.node(name)
+    except KeyError as exc:
+        raise LabError(str(exc.args[0])) from None
+
+
+def _router_host(lab: LabFile) -> str:
+    try:
+        return lab.node("router").host
+    except KeyError:
+        return "127.0.0.1"
+
+
+__all__ = [
+    "LocalBackend",
+    "node_argv",
+    "options_ping",
+    "options_request",
+    "proc_state",
+    "wait_ready",
+]
