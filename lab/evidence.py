@@ -357,18 +357,18 @@ def ladder_text(ladder: Ladder, width: int = 24) -> str:
     index = {a: i for i, a in enumerate(ladder.lanes)}
     for p in ladder.arrows:
         a, b = cols[index[p.src]], cols[index[p.dst]]
-        line = put(blank, 0, f"{p.t - ladder.t0:7.3f}")
         lo, hi = min(a, b), max(a, b)
+        label = p.label[: max(6, hi - lo - 1)]
+        lines.append(put(blank, (lo + hi) // 2 - len(label) // 2 + 1, label).rstrip())
+        line = put(blank, 0, f"{p.t - ladder.t0:7.3f}")
         if lo == hi:
             line = put(line, lo, "|<>")
         else:
             body = "-" * (hi - lo - 1)
             body = (body[:-1] + ">") if b > a else ("<" + body[1:])
-            if "drop" in p.note:
-                body = body[:-1] + "X" if b > a else "X" + body[1:]
+            if "drop" in p.note:  # a dropped datagram ends in an X short of its target
+                body = (body[:-2] + "X ") if b > a else (" X" + body[2:])
             line = put(line, lo + 1, body)
-        label = p.label[: max(4, hi - lo - 3)]
-        line = put(line, (lo + hi) // 2 - len(label) // 2 + 1, label)
         lines.append(line.rstrip())
     return "\n".join(lines) + "\n"
 

@@ -48,7 +48,7 @@ def _no_data(ax: Axes) -> None:
 def throughput_vs_offered(rates: pd.DataFrame, *, unit: str = "calls/s", knee: float | None = None) -> Figure:
     """Achieved attempt rate and success rate against offered load (:func:`metrics.step_rates`)."""
     fig, ax = _figure(f"Throughput vs offered load ({unit})")
-    data = rates.sort_values("offered")
+    data = rates.dropna(subset=["offered"]).sort_values("offered")
     if data.empty:
         _no_data(ax)
         return fig
@@ -67,7 +67,7 @@ def throughput_vs_offered(rates: pd.DataFrame, *, unit: str = "calls/s", knee: f
 def delay_vs_load(delays: pd.DataFrame, *, label: str = "SRD") -> Figure:
     """p50/p95/p99 delay against offered load (``delays`` has ``offered, p50, p95, p99``)."""
     fig, ax = _figure(f"{label} percentiles vs offered load")
-    data = delays.dropna(subset=["p50"]).sort_values("offered") if not delays.empty else delays
+    data = delays.dropna(subset=["p50", "offered"]).sort_values("offered")
     if data.empty:
         _no_data(ax)
         return fig
@@ -83,6 +83,7 @@ def delay_vs_load(delays: pd.DataFrame, *, label: str = "SRD") -> Figure:
 def cpu_vs_load(cpu: pd.DataFrame) -> Figure:
     """Mean CPU per node (percent of one core) against offered load (:func:`metrics.cpu_per_step`)."""
     fig, ax = _figure("CPU per node vs offered load")
+    cpu = cpu.dropna(subset=["offered"])
     if cpu.empty:
         _no_data(ax)
         return fig
@@ -99,10 +100,11 @@ def cpu_vs_load(cpu: pd.DataFrame) -> Figure:
 def failures_vs_load(failures: pd.DataFrame, steps: pd.DataFrame) -> Figure:
     """Failed attempts per cause, stacked per offered rate (:func:`metrics.failures_by_cause`)."""
     fig, ax = _figure("Failures vs offered load")
-    if failures.empty:
+    merged = failures.merge(steps[["step", "offered"]], on="step", how="left")
+    merged = merged.dropna(subset=["offered"])
+    if merged.empty:
         _no_data(ax)
         return fig
-    merged = failures.merge(steps[["step", "offered"]], on="step", how="left")
     table = merged.pivot_table(index="offered", columns="cause", values="count", aggfunc="sum")
     table = table.fillna(0).sort_index()
     labels = [f"{rate:g}" for rate in table.index]

@@ -127,6 +127,13 @@ class ProcessSampler:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
+    def watch(self, node: str, pid: int) -> None:
+        """Add ``pid`` to ``node`` (a process started mid-run, like one SIPp per step)."""
+        with self._lock:
+            self.nodes.setdefault(node, [])
+            if pid not in self.nodes[node]:
+                self.nodes[node].append(pid)
+
     def sample(self) -> int:
         """Take one sample of every node now; returns the number of rows added.
 
@@ -134,7 +141,9 @@ class ProcessSampler:
         """
         now = self.clock()
         added: list[tuple[float, str, int, float, int]] = []
-        for node, roots in self.nodes.items():
+        with self._lock:
+            nodes = {name: list(pids) for name, pids in self.nodes.items()}
+        for node, roots in nodes.items():
             pids = descendants(roots, proc_root=self.proc_root) if self.include_children else roots
             for pid in pids:
                 reading = read_proc(pid, proc_root=self.proc_root)

@@ -301,6 +301,7 @@ def find_knee(
     step_s: float = 10.0,
     soak_s: float | None = 60.0,
     soak_retries: int = 2,
+    relative: float = 0.0,
     on_step: Callable[[SearchStep], None] | None = None,
 ) -> SearchResult:
     """Find the highest rate meeting ``level``: ramp, bisect to ``resolution``, soak.
@@ -315,6 +316,8 @@ def find_knee(
         step_s: duration of ramp and bisection steps.
         soak_s: duration of the confirming step; None skips the soak.
         soak_retries: how many times to step down by ``resolution`` after a failed soak.
+        relative: also stop when the bracket is at most this share of its lower end (0.05 =
+            5%), so one setting suits 20 and 5,000 calls/s.
         on_step: called after every measurement (live progress).
 
     Returns:
@@ -322,8 +325,8 @@ def find_knee(
     """
     if not 0 < start <= max_rate:
         raise ValueError("need 0 < start <= max_rate")
-    if resolution <= 0 or growth <= 1:
-        raise ValueError("need resolution > 0 and growth > 1")
+    if resolution <= 0 or growth <= 1 or relative < 0:
+        raise ValueError("need resolution > 0, growth > 1 and relative >= 0")
     steps: list[SearchStep] = []
 
     def run(phase: Phase, rate: float, duration: float) -> bool:
@@ -347,7 +350,7 @@ def find_knee(
             break
     bracketed = hi is not None
     if hi is not None:
-        while hi - lo > resolution:
+        while hi - lo > max(resolution, relative * lo):
             mid = _round_rate((lo + hi) / 2, resolution)
             if mid <= lo or mid >= hi:
                 break

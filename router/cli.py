@@ -20,6 +20,7 @@ from collections.abc import Sequence
 _COMMAND_MODULES: tuple[str, ...] = (
     "router.realtime.cli",
     "router.server",
+    "lab.pbx.cli",
 )
 
 

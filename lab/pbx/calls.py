@@ -53,6 +53,7 @@ from .timers import TimerHandle, ack_wait_schedule
 
 if TYPE_CHECKING:
     from .core import PbxCore
+    from .store import Endpoint
 
 ACK_TIMEOUT_REASON = 'SIP ;cause=408 ;text="Request Timeout"'
 COMPLETED_ELSEWHERE = 'SIP;cause=200;text="Call completed elsewhere"'
@@ -137,7 +138,7 @@ class CallManager:
         request: Request,
         tx: ServerTransaction,
         source: tuple[str, int],
-        endpoint: object,
+        endpoint: Endpoint,
         now: float,
     ) -> None:
         core = self.core
@@ -178,7 +179,14 @@ class CallManager:
         call = Call(self.started, leg, exten, app)
         self._track(leg, call)
         self.invite_legs[tx] = leg
-        self._event("channel_new", call, exten=exten, app=app.app, peer=f"{source[0]}:{source[1]}")
+        self._event(
+            "channel_new",
+            call,
+            exten=exten,
+            app=app.app,
+            endpoint=endpoint.id,
+            peer=f"{source[0]}:{source[1]}",
+        )
         match app.app:
             case "answer":
                 self.answer(call, now)

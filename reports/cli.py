@@ -1,0 +1,107 @@
+"""``siplab capacity`` and ``siplab report``: register with ``"reports.cli"`` in router/cli.py.
+
+``siplab capacity [--quick] [--scenario call|register|mixed] [--router reference|kamailio]
+[--target "cps=300,users=50000,reregister=600s"] [--out DIR] [--service-level ...]
+[--compare RUN_DIR]`` brings the default lab up, searches for the knee with SIPp, and writes the
+run folder with ``report.html``. ``siplab report RUN_DIR`` rebuilds a report.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from reports.search import ServiceLevel, parse_service_level
+from reports.sizing import parse_target
+
+__all__ = ["add_commands", "cmd_capacity", "cmd_report"]
+
+
+def _user_error(message: str) -> Exception:
+    from router.cli import UserError
+
+    return UserError(message)
+
+
+def cmd_capacity(args: argparse.Namespace) -> int:
+    from reports.capacity import CapacityConfig, SippEngine, local_lab, run_capacity
+
+    try:
+        level = parse_service_level(args.service_level or "", ServiceLevel())
+        if args.target:
+            parse_target(args.target)
+    except ValueError as exc:
+        raise _user_error(str(exc)) from None
+    if args.compare is not None and not (args.compare / "summary.json").exists():
+        raise _user_error(f"--compare: {args.compare}/summary.json: no such file")
+    if not 0 <= args.headroom < 10:
+        raise _user_error("--headroom: must be within 0..1000%")
+    from lab.engines import sipp_binary
+
+    if sipp_binary() is None:
+        raise _user_error("SIPp is not installed (Debian package sip-tester)")
+    config = CapacityConfig(
+        scenario=args.scenario,
+        router=args.router,
+        pbx=args.pbx,
+        quick=args.quick,
+        level=level,
+        target=args.target,
+        headroom=args.headroom,
+        start=args.start,
+        max_rate=args.max_rate,
+        step_s=args.step,
+    )
+    out = args.out or Path("runs") / time.strftime(f"capacity-{args.scenario}-%Y%m%d-%H%M%S")
+    run_capacity(
+        local_lab(router=args.router, pbx=args.pbx),
+        SippEngine(scenario=args.scenario),
+        config,
+        Path(out),
+        progress=lambda line: print(line, flush=True),
+        compare=args.compare,
+    )
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from reports.build import build_report
+
+    try:
+        print(build_report(args.run_dir, out=args.out, compare=args.compare))
+    except (FileNotFoundError, ValueError) as exc:
+        raise _user_error(str(exc)) from None
+    return 0
+
+
+def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``capacity`` and ``report`` to the ``siplab`` command line."""
+    cap = sub.add_parser(
+        "capacity",
+        help="find the highest load meeting a service level; write report.html",
+        description="Bring the default lab up, search for the knee with SIPp (ramp, bisect, "
+        "soak), sample every node's CPU and write a run folder with report.html.",
+    )
+    cap.add_argument("--quick", action="store_true", help="short steps: a result in ~1 minute")
+    cap.add_argument("--scenario", choices=["call", "register", "mixed"], default="call")
+    cap.add_argument("--router", choices=["reference", "kamailio"], default="reference")
+    cap.add_argument("--pbx", type=int, default=3, help="PBX nodes (default 3)")
+    cap.add_argument("--target", help='sizing target, e.g. "cps=300,users=50000,reregister=600s"')
+    cap.add_argument("--headroom", type=float, default=0.3, help="sizing headroom (0.3 = 30%%)")
+    cap.add_argument("--out", type=Path, help="run folder (default runs/capacity-...)")
+    cap.add_argument(
+        "--service-level",
+        help='e.g. "failures=0.1%%,p95=200ms,retrans=0.01,achieved=95%%" (any subset)',
+    )
+    cap.add_argument("--compare", type=Path, help="a previous run folder to compare with")
+    cap.add_argument("--start", type=float, help="first offered rate")
+    cap.add_argument("--max-rate", type=float, help="highest rate the ramp may offer")
+    cap.add_argument("--step", type=float, help="seconds per step")
+    cap.set_defaults(func=cmd_capacity)
+
+    rep = sub.add_parser("report", help="rebuild report.html from a run folder")
+    rep.add_argument("run_dir", type=Path)
+    rep.add_argument("--out", type=Path)
+    rep.add_argument("--compare", type=Path)
+    rep.set_defaults(func=cmd_report)
