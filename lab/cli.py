@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from lab.backends import LabError, NodeState, backend_names, get_backend
-from lab.faults import FaultRule, add_rule, clear_rules, read_rules
+from lab.faults import Action, FaultRule, add_rule, clear_rules, read_rules
 from lab.labfile import DEFAULT_RUN_DIR, LabFile, LabFileError, read_labfile
 from lab.topology import Topology, default_topology, load_topology
 from router.configfile import ConfigError, FieldError
@@ -206,6 +206,7 @@ def rule_from_args(args: argparse.Namespace) -> FaultRule:
     """The rule ``lab fault add`` describes (``--drop ACK``, ``--drop 200``, ``--loss 0.1`` ...)."""
     method, status = (args.method or "").upper(), args.status or 0
     fields: dict[str, Any] = {}
+    action: Action
     if args.drop is not None:
         action = "drop"
         what = args.drop.upper()

@@ -118,7 +118,7 @@ def _node_addresses(events: list[Event]) -> dict[str, str]:
             msg = parse_untrusted(e["raw"].encode())
             if isinstance(msg, Request):
                 host, port = msg.top_via.sent_by()
-                found[node] = f"{host}:{port}"
+                found[str(node)] = f"{host}:{port}"
         except (SipError, IndexError):
             continue
     return found
@@ -207,7 +207,7 @@ LINKTYPE_ETHERNET = 1
 def _checksum(data: bytes) -> int:
     if len(data) % 2:
         data += b"\0"
-    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    total: int = sum(struct.unpack(f"!{len(data) // 2}H", data))
     while total >> 16:
         total = (total & 0xFFFF) + (total >> 16)
     return ~total & 0xFFFF

@@ -105,8 +105,16 @@ def _steps(data: RunData, kind: str) -> pd.DataFrame:
     cols = ["step", "kind", "offered", "start", "end", "phase", "passed", "reasons"]
     if data.search is not None and data.search.steps:
         rows = [
-            (i, s.result.kind, s.result.offered, s.result.start, s.result.end, s.phase.value,
-             s.passed, "; ".join(s.reasons))
+            (
+                i,
+                s.result.kind,
+                s.result.offered,
+                s.result.start,
+                s.result.end,
+                s.phase.value,
+                s.passed,
+                "; ".join(s.reasons),
+            )
             for i, s in enumerate(data.search.steps, start=1)
         ]
     elif not data.events.empty:
@@ -210,8 +218,21 @@ def analyse(data: RunData, *, compare: dict[str, Any] | None = None) -> Analysis
     summary["warnings"] = warnings
     if compare:
         summary["compare"] = _compare(summary, compare)
-    return Analysis(kind, source, steps, attempts, rates, delays, failures, cpu, per_core,
-                    distribution, table, summary, warnings)
+    return Analysis(
+        kind,
+        source,
+        steps,
+        attempts,
+        rates,
+        delays,
+        failures,
+        cpu,
+        per_core,
+        distribution,
+        table,
+        summary,
+        warnings,
+    )
 
 
 def _warnings(data: RunData, steps: pd.DataFrame) -> list[str]:
@@ -220,10 +241,10 @@ def _warnings(data: RunData, steps: pd.DataFrame) -> list[str]:
     if data.search is not None:
         for number, step in enumerate(data.search.steps, start=1):
             r = step.result
-            for text in bottleneck_warnings(
+            found = bottleneck_warnings(
                 offered=r.offered, achieved=r.achieved, cpu=r.cpu, generators=generators
-            ):
-                warnings.append(f"step {number}: {text}")
+            )
+            warnings.extend(f"step {number}: {text}" for text in found)
         if data.search.knee is None:
             warnings.append("no offered rate met the service level")
         elif not data.search.confirmed:
@@ -261,7 +282,9 @@ def _summary(
     knee_rate = data.search.knee if data.search is not None else None
     router_per_core = None
     if knee_number is not None:
-        at = per_core[(per_core["step"] == knee_number) & (per_core["node"] == summary_router(data))]
+        at = per_core[
+            (per_core["step"] == knee_number) & (per_core["node"] == summary_router(data))
+        ]
         router_per_core = _num(at["per_core"].iloc[0]) if not at.empty else None
     pbx_per_node = _pbx_per_node(data, cpu, knee_number, knee_row)
     summary: dict[str, Any] = {
@@ -362,9 +385,16 @@ def _compare(summary: dict[str, Any], other: dict[str, Any]) -> dict[str, Any]:
     keys = ("max_cps", "max_registrations_per_s")
     result: dict[str, Any] = {"run": other.get("run"), "router": other.get("router")}
     for key in keys:
-        result[key] = {"this": summary.get(key), "other": other.get(key),
-                       "ratio": ratio(summary.get(key), other.get(key))}
+        result[key] = {
+            "this": summary.get(key),
+            "other": other.get(key),
+            "ratio": ratio(summary.get(key), other.get(key)),
+        }
     this_p95 = (summary.get("knee") or {}).get("p95_ms")
     other_p95 = (other.get("knee") or {}).get("p95_ms")
-    result["knee_p95_ms"] = {"this": this_p95, "other": other_p95, "ratio": ratio(this_p95, other_p95)}
+    result["knee_p95_ms"] = {
+        "this": this_p95,
+        "other": other_p95,
+        "ratio": ratio(this_p95, other_p95),
+    }
     return result

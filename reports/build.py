@@ -39,8 +39,13 @@ def render_figures(analysis: Analysis) -> dict[str, bytes]:
 
 def _tables(analysis: Analysis) -> list[tuple[str, Any]]:
     steps = analysis.table.rename(
-        columns={"attempt_rate": "achieved/s", "success_rate": "established/s",
-                 "p50": "p50 ms", "p95": "p95 ms", "p99": "p99 ms"}
+        columns={
+            "attempt_rate": "achieved/s",
+            "success_rate": "established/s",
+            "p50": "p50 ms",
+            "p95": "p95 ms",
+            "p99": "p99 ms",
+        }
     )
     cpu = analysis.cpu.assign(rss_mib=(analysis.cpu["rss"] / 2**20).round(1)).drop(columns="rss")
     return [

@@ -22,7 +22,7 @@ import math
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Literal, Protocol
 
@@ -43,6 +43,7 @@ __all__ = [
 ]
 
 Scenario = Literal["call", "register", "mixed"]
+RouterKind = Literal["reference", "kamailio"]
 LabFactory = Callable[[Path], AbstractContextManager[LabFile]]
 
 
@@ -71,12 +72,12 @@ class CapacityConfig:
     """What ``siplab capacity`` was asked to do; every field lands in ``capacity.json``."""
 
     scenario: Scenario = "call"
-    router: Literal["reference", "kamailio"] = "reference"
+    router: RouterKind = "reference"
     pbx: int = 3
     """PBX nodes in the lab."""
     quick: bool = False
     """Short steps and coarse resolution: a useful answer in about a minute."""
-    level: ServiceLevel = ServiceLevel()
+    level: ServiceLevel = field(default_factory=ServiceLevel)
     target: str | None = None
     """Sizing target profile, e.g. ``"cps=300,users=50000,reregister=600s"``."""
     headroom: float = 0.3
@@ -89,11 +90,25 @@ class CapacityConfig:
     def search_parameters(self) -> dict[str, float]:
         """The search's effective parameters: explicit values, else quick/full defaults."""
         defaults = (
-            {"start": 25.0, "max_rate": 3200.0, "resolution": 10.0, "relative": 0.15,
-             "step_s": 3.0, "soak_s": 8.0, "growth": 2.0}
+            {
+                "start": 25.0,
+                "max_rate": 3200.0,
+                "resolution": 10.0,
+                "relative": 0.15,
+                "step_s": 3.0,
+                "soak_s": 8.0,
+                "growth": 2.0,
+            }
             if self.quick
-            else {"start": 25.0, "max_rate": 20000.0, "resolution": 5.0, "relative": 0.03,
-                  "step_s": 10.0, "soak_s": 60.0, "growth": 2.0}
+            else {
+                "start": 25.0,
+                "max_rate": 20000.0,
+                "resolution": 5.0,
+                "relative": 0.03,
+                "step_s": 10.0,
+                "soak_s": 60.0,
+                "growth": 2.0,
+            }
         )
         for name in ("start", "max_rate", "resolution", "step_s", "soak_s"):
             value = getattr(self, name)
@@ -118,8 +133,9 @@ class SippEngine:
     scenario: Scenario = "call"
     local_ip: str = "127.0.0.120"
     """The generator's own loopback address (after fault relays, see ``lab.topology``)."""
-    service: str = "101"
-    """Request-URI user of the ``call`` scenario."""
+    service: str = "600"
+    """Request-URI user of the ``call`` scenario: the emulator's dialplan answers 600 itself
+    (``Answer()``, then waits for the BYE), so no registered phone is needed."""
     name: str = "sipp"
     _count: int = 0
 
@@ -138,9 +154,12 @@ class SippEngine:
         router = next((n for n in lab.nodes if n.role == "router"), None)
         if router is None:
             raise RuntimeError("the lab has no router node")
-        scenario = {"call": uac_call, "register": uac_register, "mixed": register_then_call}[
-            self.scenario
-        ]()
+        if self.scenario == "register":
+            scenario = uac_register()
+        elif self.scenario == "mixed":
+            scenario = register_then_call()
+        else:
+            scenario = uac_call()
         self._count += 1
         run = SippRun(
             scenario=scenario,
@@ -182,7 +201,7 @@ class SippEngine:
 
 
 @contextmanager
-def _local_lab(run_dir: Path, router: str, pbx: int) -> Iterator[LabFile]:
+def _local_lab(run_dir: Path, router: RouterKind, pbx: int) -> Iterator[LabFile]:
     from lab.backends import get_backend
     from lab.topology import default_topology
 
@@ -196,7 +215,7 @@ def _local_lab(run_dir: Path, router: str, pbx: int) -> Iterator[LabFile]:
         backend.down(lab)  # also merges every node's events into events.jsonl
 
 
-def local_lab(*, router: str = "reference", pbx: int = 3) -> LabFactory:
+def local_lab(*, router: RouterKind = "reference", pbx: int = 3) -> LabFactory:
     """A lab factory for the default topology on the local backend."""
     return lambda run_dir: _local_lab(run_dir, router, pbx)
 
@@ -264,7 +283,10 @@ def run_capacity(
             count += 1
             begin = clock()
             result = engine.step(
-                lab, rate, duration_s, workdir=out_dir / "sipp" / f"step-{count:02d}",
+                lab,
+                rate,
+                duration_s,
+                workdir=out_dir / "sipp" / f"step-{count:02d}",
                 watch=sampler.watch,
             )
             end = clock()

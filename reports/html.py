@@ -42,7 +42,9 @@ def _kv_table(rows: Mapping[str, object]) -> str:
 def _frame(frame: pd.DataFrame) -> str:
     if frame.empty:
         return "<p><em>no rows</em></p>"
-    return frame.to_html(index=False, escape=True, na_rep="", float_format=lambda x: f"{x:.4g}")
+    return str(
+        frame.to_html(index=False, escape=True, na_rep="", float_format=lambda x: f"{x:.4g}")
+    )
 
 
 def _memory(value: object) -> str:
@@ -110,8 +112,7 @@ def render_report(
     ]
     if summary.get("service_level_text"):
         parts.append(f"<p>Service level: {_e(summary['service_level_text'])}.</p>")
-    for warning in summary.get("warnings") or ():
-        parts.append(f'<p class="warn">{_e(warning)}</p>')
+    parts.extend(f'<p class="warn">{_e(w)}</p>' for w in summary.get("warnings") or ())
     sizing = summary.get("sizing")
     if sizing:
         parts += [
@@ -121,7 +122,8 @@ def render_report(
                     "target": sizing.get("target"),
                     "headroom": f"{float(sizing.get('headroom', 0)):.0%}",
                     "router cores": sizing.get("router_cores") or "not measured",
-                    "PBX nodes": sizing.get("pbx_nodes") if sizing.get("pbx_nodes") is not None
+                    "PBX nodes": sizing.get("pbx_nodes")
+                    if sizing.get("pbx_nodes") is not None
                     else "not measured",
                     "PBX nodes (N+1)": sizing.get("pbx_nodes_n_plus_1") or "",
                 }
@@ -138,8 +140,10 @@ def render_report(
             for key, v in compare.items()
             if isinstance(v, dict)
         }
-        parts += [f"<h2>Compared with {_e(compare.get('run'))} "
-                  f"({_e(compare.get('router'))})</h2>", _kv_table(rows)]
+        parts += [
+            f"<h2>Compared with {_e(compare.get('run'))} ({_e(compare.get('router'))})</h2>",
+            _kv_table(rows),
+        ]
     parts.append("<h2>Plots</h2>")
     for name, png in figures.items():
         data = base64.b64encode(png).decode("ascii")
@@ -163,8 +167,10 @@ def render_report(
         ),
         "<h2>Versions</h2>",
         _kv_table(
-            {k: (v if v is not None else "not installed")
-             for k, v in (summary.get("versions") or {}).items()}
+            {
+                k: (v if v is not None else "not installed")
+                for k, v in (summary.get("versions") or {}).items()
+            }
         ),
         "<h2>Definitions</h2><dl>",
         *(f"<dt>{_e(term)}</dt><dd>{_e(text)}</dd>" for term, text in definitions.items()),

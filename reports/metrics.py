@@ -29,10 +29,10 @@ import pandas as pd
 
 __all__ = [
     "DEFINITIONS",
-    "assign_step",
     "EVENT_DTYPES",
     "SAMPLE_DTYPES",
     "STEP_DTYPES",
+    "assign_step",
     "calls",
     "calls_per_core",
     "cpu_per_step",
@@ -225,7 +225,12 @@ def calls(events: pd.DataFrame, *, node: str, requests_dir: str = "out") -> pd.D
     if invites.empty:
         frame = pd.DataFrame({c: pd.Series(dtype="float64") for c in out_cols})
         return frame.astype(
-            {"call_id": "string", "outcome": "string", "status": "Int64", "retransmissions": "Int64"}
+            {
+                "call_id": "string",
+                "outcome": "string",
+                "status": "Int64",
+                "retransmissions": "Int64",
+            }
         )
     start = invites.groupby("call_id")["t"].min().rename("start")
     answers = responses[responses["method"] == "INVITE"].join(start, on="call_id", how="inner")
@@ -335,7 +340,9 @@ def step_rates(attempts: pd.DataFrame, steps: pd.DataFrame) -> pd.DataFrame:
         }
     )
     table = steps.set_index("step")[["kind", "offered", "start", "end"]].join(counts)
-    table[["attempted", "successful"]] = table[["attempted", "successful"]].fillna(0).astype("int64")
+    table[["attempted", "successful"]] = (
+        table[["attempted", "successful"]].fillna(0).astype("int64")
+    )
     table["failed"] = table["attempted"] - table["successful"]
     table["duration_s"] = table["end"] - table["start"]
     table["attempt_rate"] = table["attempted"] / table["duration_s"]

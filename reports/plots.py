@@ -45,7 +45,9 @@ def _no_data(ax: Axes) -> None:
     ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes, color="gray")
 
 
-def throughput_vs_offered(rates: pd.DataFrame, *, unit: str = "calls/s", knee: float | None = None) -> Figure:
+def throughput_vs_offered(
+    rates: pd.DataFrame, *, unit: str = "calls/s", knee: float | None = None
+) -> Figure:
     """Achieved attempt rate and success rate against offered load (:func:`metrics.step_rates`)."""
     fig, ax = _figure(f"Throughput vs offered load ({unit})")
     data = rates.dropna(subset=["offered"]).sort_values("offered")
@@ -135,8 +137,9 @@ def node_distribution(distribution: pd.DataFrame) -> Figure:
 def figure_png(fig: Figure) -> bytes:
     """The figure as PNG bytes."""
     buffer = io.BytesIO()
-    canvas = fig.canvas if isinstance(fig.canvas, FigureCanvasAgg) else FigureCanvasAgg(fig)
-    canvas.print_png(buffer)
+    if not isinstance(fig.canvas, FigureCanvasAgg):
+        FigureCanvasAgg(fig)
+    fig.savefig(buffer, format="png")
     return buffer.getvalue()
 
 

@@ -102,7 +102,7 @@ class StepResult:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> StepResult:
-        names = {f for f in cls.__dataclass_fields__}
+        names = set(cls.__dataclass_fields__)
         return cls(**{k: v for k, v in data.items() if k in names})
 
 
@@ -135,9 +135,7 @@ class ServiceLevel:
         if step.attempted == 0:
             return ("no attempt was made",)
         if step.failure_ratio > self.max_failure_ratio:
-            reasons.append(
-                f"failures {step.failure_ratio:.2%} > {self.max_failure_ratio:.2%}"
-            )
+            reasons.append(f"failures {step.failure_ratio:.2%} > {self.max_failure_ratio:.2%}")
         if step.p95_ms is None or step.p95_ms > self.max_p95_ms:
             shown = "n/a" if step.p95_ms is None else f"{step.p95_ms:.0f} ms"
             reasons.append(f"p95 delay {shown} > {self.max_p95_ms:g} ms")

@@ -48,6 +48,9 @@ from router.sip import (
 )
 
 _ATTACHED: dict[int, subprocess.Popen[bytes]] = {}
+"""Children that must die with this process (attached mode)."""
+_SPAWNED: dict[int, subprocess.Popen[bytes]] = {}
+"""Every child this process started, attached or not, so it can be waited for (no zombies)."""
 _HOOKS_INSTALLED = False
 _PR_SET_PDEATHSIG = 1
 try:
@@ -280,7 +283,7 @@ class LocalBackend:
         self.detach = detach
         self.ready_timeout = ready_timeout
         self.stop_grace = stop_grace
-        self._children: dict[int, subprocess.Popen[bytes]] = {}
+        self._children = _SPAWNED
 
     # process primitives
 
@@ -318,7 +321,8 @@ class LocalBackend:
         if child is None and not _is_ours(node):
             return  # not started by this process and the PID now runs something else
         _signal_group(pid, signal.SIGCONT)  # a paused node cannot handle SIGTERM
-        _signal_group(pid, signal.SIGTERM)
+        # SIPp treats SIGUSR1 as "quit gracefully" (lab/procs.py); everything else SIGTERM.
+        _signal_group(pid, signal.SIGUSR1 if node.kind == "sipp" else signal.SIGTERM)
         deadline = time.monotonic() + grace
         while proc_state(pid) is not NodeState.DOWN and time.monotonic() < deadline:
             if child is not None and child.poll() is not None:

@@ -224,3 +224,73 @@ os.kill(os.getpid(), signal.SIGKILL)
     assert [pid for pid in pids if group_members(pid)] == []
     assert (tmp_path / "detached" / "events.jsonl").is_file()
     os.sync()
+
+
+INNER_TEST = """
+import socket
+from router.sip import Headers, Request, serialize, parse_untrusted
+
+
+def test_call_to_nowhere(lab, faults):
+    assert faults.links() == ["ua-router"]
+    host, port = lab.entry()
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind((lab.topology.generator_host(), 0))
+        me = "%s:%d" % sock.getsockname()
+        headers = Headers([
+            ("Via", "SIP/2.0/UDP %s;branch=z9hG4bKplugin1;rport" % me),
+            ("Max-Forwards", "70"),
+            ("From", "<sip:101@%s>;tag=p1" % host),
+            ("To", "<sip:999@%s>" % host),
+            ("Call-ID", "plugin-call-1"),
+            ("CSeq", "1 INVITE"),
+            ("Contact", "<sip:101@%s>" % me),
+        ])
+        sock.sendto(serialize(Request("INVITE", "sip:999@%s" % host, headers)), (host, port))
+        sock.settimeout(5)
+        status = 100
+        while status < 200:
+            status = parse_untrusted(sock.recv(65536)).status
+    assert status == 200, "the call failed"
+"""
+
+
+def test_pytest_plugin_attaches_ladder_and_pcap_on_failure(tmp_path: Path) -> None:
+    (tmp_path / "test_inner.py").write_text(INNER_TEST)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-p",
+            "lab.pytest_plugin",
+            "-p",
+            "no:cacheprovider",
+            "-q",
+            "--lab-net",
+            "86",
+            "--lab-faults",
+            "ua-router",
+            "--time-scale",
+            "0.1",
+            "-rN",
+            "test_inner.py",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    out = done.stdout
+    assert done.returncode == 1, out + done.stderr
+    assert "the call failed" in out
+    assert "siplab ladder" in out
+    assert "Call-ID: plugin-call-1" in out
+    assert "siplab capture" in out
+    [pcap] = (tmp_path / "runs").glob("pytest-*/tests/*/capture.pcap")
+    assert pcap.stat().st_size > 24
+    [svg] = (tmp_path / "runs").glob("pytest-*/tests/*/ladders/plugin-call-1.svg")
+    assert "INVITE" in svg.read_text()
+    [run] = (tmp_path / "runs").glob("pytest-*")
+    assert read_labfile(run).nodes[1].pid is None  # the session lab was brought down

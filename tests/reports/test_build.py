@@ -71,12 +71,21 @@ def test_html_is_self_contained(built: Path) -> None:
     assert "http://" not in page
     assert "https://" not in page
     assert "<script" not in page
-    for text in ("Session Request Delay", "RFC 6076", "Registration Rate", "Service level",
-                 "Hardware", "Versions", "4 calls/s"):
+    for text in (
+        "Session Request Delay",
+        "RFC 6076",
+        "Registration Rate",
+        "Service level",
+        "Hardware",
+        "Versions",
+        "4 calls/s",
+    ):
         assert text in page, text
 
 
-def test_build_cli_and_compare(tmp_path: Path, built: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_build_cli_and_compare(
+    tmp_path: Path, built: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main([str(DATA), "--out", str(tmp_path), "--compare", str(built)]) == 0
     assert capsys.readouterr().out.strip().endswith("report.html")
     summary = json.loads((tmp_path / "summary.json").read_text())
@@ -112,11 +121,24 @@ def test_report_renders_in_headless_chromium(built: Path, tmp_path: Path) -> Non
     copy.write_text(page)
     assert CHROMIUM is not None
     done = subprocess.run(
-        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-         "--no-first-run", "--disable-background-networking", "--disable-component-update",
-         "--disable-sync", f"--user-data-dir={tmp_path / 'profile'}",
-         "--virtual-time-budget=5000", "--dump-dom", copy.as_uri()],
-        capture_output=True, timeout=60, check=False,
+        [
+            CHROMIUM,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            f"--user-data-dir={tmp_path / 'profile'}",
+            "--virtual-time-budget=5000",
+            "--dump-dom",
+            copy.as_uri(),
+        ],
+        capture_output=True,
+        timeout=60,
+        check=False,
     )
     dom = done.stdout.decode("utf-8", "replace")
     assert done.returncode == 0, done.stderr.decode()[-2000:]

@@ -23,7 +23,9 @@ class Curve:
     the level further than ``fuzz`` below the knee.
     """
 
-    def __init__(self, knee: float, *, seed: int, fuzz: float = 0.0, soak_knee: float | None = None):
+    def __init__(
+        self, knee: float, *, seed: int, fuzz: float = 0.0, soak_knee: float | None = None
+    ):
         self.knee = knee
         self.soak_knee = soak_knee if soak_knee is not None else knee
         self.fuzz = fuzz
@@ -75,8 +77,9 @@ def test_find_knee_lands_within_resolution(seed: int, knee: float) -> None:
 
 def test_find_knee_soak_failure_steps_down() -> None:
     curve = Curve(100.0, seed=1, soak_knee=92.0)
-    result = find_knee(curve, LEVEL, start=10, max_rate=1000, resolution=5, step_s=5, soak_s=60,
-                       soak_retries=3)
+    result = find_knee(
+        curve, LEVEL, start=10, max_rate=1000, resolution=5, step_s=5, soak_s=60, soak_retries=3
+    )
     soaks = [s for s in result.steps if s.phase is Phase.SOAK]
     assert [s.passed for s in soaks][-1] is True
     assert all(not s.passed for s in soaks[:-1])
@@ -87,8 +90,9 @@ def test_find_knee_soak_failure_steps_down() -> None:
 
 def test_find_knee_unconfirmed_keeps_short_step_knee() -> None:
     curve = Curve(100.0, seed=1, soak_knee=20.0)
-    result = find_knee(curve, LEVEL, start=10, max_rate=1000, resolution=5, step_s=5,
-                       soak_retries=1)
+    result = find_knee(
+        curve, LEVEL, start=10, max_rate=1000, resolution=5, step_s=5, soak_retries=1
+    )
     assert not result.confirmed
     assert result.knee is not None
     assert abs(result.knee - 100) <= 5
@@ -118,15 +122,26 @@ def test_search_result_round_trips_through_dict() -> None:
 
 
 def test_service_level_check_reasons() -> None:
-    step = StepResult(offered=100, duration_s=10, attempted=800, successful=790, failed=10,
-                      p95_ms=300, retransmissions=100)
+    step = StepResult(
+        offered=100,
+        duration_s=10,
+        attempted=800,
+        successful=790,
+        failed=10,
+        p95_ms=300,
+        retransmissions=100,
+    )
     reasons = LEVEL.check(step)
     assert any(r.startswith("failures") for r in reasons)
     assert any(r.startswith("p95 delay 300 ms") for r in reasons)
     assert any(r.startswith("retransmissions") for r in reasons)
     assert any(r.startswith("achieved 80.0/s") for r in reasons)
-    assert LEVEL.check(StepResult(offered=10, duration_s=1, attempted=10, successful=10,
-                                  failed=0, p95_ms=5)) == ()
+    assert (
+        LEVEL.check(
+            StepResult(offered=10, duration_s=1, attempted=10, successful=10, failed=0, p95_ms=5)
+        )
+        == ()
+    )
 
 
 def test_parse_service_level() -> None:

@@ -62,7 +62,9 @@ def test_size_scales_and_headroom() -> None:
 
 
 def test_size_missing_measurement_is_said() -> None:
-    verdict = size(parse_target("cps=10,users=600,reregister=60s"), Capacity(router_cps_per_core=50))
+    verdict = size(
+        parse_target("cps=10,users=600,reregister=60s"), Capacity(router_cps_per_core=50)
+    )
     assert verdict.router_cores is None
     assert verdict.pbx_nodes is None
     assert any("registrations: not measured" in line for line in verdict.lines)
