@@ -212,7 +212,20 @@ def analyse(data: RunData, *, compare: dict[str, Any] | None = None) -> Analysis
     if source == "generator" and data.search is not None:
         table["retransmissions"] = [s.result.retransmissions for s in data.search.steps]
 
+    if source == "events" and data.search is not None:
+        # the generator's own count beside the vantage node's: they differ when calls fail after
+        # setup (a lost ACK, a BYE answered 404), which the router's INVITE view cannot see
+        table["generator_successful"] = [s.result.successful for s in data.search.steps]
+        table["generator_failed"] = [s.result.failed for s in data.search.steps]
     warnings = _warnings(data, steps)
+    if "generator_successful" in table:
+        for row in table.itertuples():
+            if row.generator_successful < row.successful:
+                warnings.append(
+                    f"step {row.step}: {node} saw {row.successful} successful setups but the "
+                    f"load generator counted {row.generator_successful} successful calls: calls "
+                    "failed after setup (ACK/BYE); see sipp/ error logs"
+                )
     summary = _summary(data, kind, source, table, per_core, cpu, distribution, attempts, failures)
     summary["vantage"] = {"node": node, "requests_dir": requests_dir}
     summary["warnings"] = warnings
@@ -325,6 +338,8 @@ def _summary(
                 "retransmissions": int(r["retransmissions"]),
                 "passed": bool(r["passed"]),
                 "reasons": r["reasons"] or "",
+                "generator_successful": r.get("generator_successful"),
+                "generator_failed": r.get("generator_failed"),
             }
             for r in table.to_dict("records")
         ],

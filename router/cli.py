@@ -21,6 +21,8 @@ _COMMAND_MODULES: tuple[str, ...] = (
     "router.realtime.cli",
     "router.server",
     "lab.pbx.cli",
+    "lab.cli",
+    "reports.cli",
 )
 
 

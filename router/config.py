@@ -32,6 +32,7 @@ Example (every key optional except where noted)::
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -216,7 +217,7 @@ class RouterConfig:
 
             db = connect(ds.db)
             try:
-                return [dict(r) for r in db.dispatcher_rows()]
+                return [dataclasses.asdict(r) for r in db.dispatcher_rows()]
             finally:
                 db.close()
         return [

@@ -12,8 +12,11 @@ APT_PACKAGES=(
   kamailio-postgres-modules
   kamailio-extra-modules
   postgresql            # the shared realtime DB backend (tests start their own cluster)
-  tshark                # optional capture of the lab's SIP on lo
-  iproute2 procps psmisc
+  tshark                # reads the lab's pcap files (and can capture on lo)
+  chromium              # renders the capacity report in the report tests
+  docker.io             # the docker backend of the lab (tests marked docker)
+  debootstrap           # builds a local base image where no image registry answers
+  sqlite3 iproute2 procps psmisc curl ca-certificates
 )
 
 need=()

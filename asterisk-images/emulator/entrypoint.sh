@@ -10,6 +10,8 @@
 #                               SIPLAB_ROUTER     router address(es), comma-separated
 #                               SIPLAB_EVENTS     events.jsonl path (default: none)
 #                               SIPLAB_TIME_SCALE duration multiplier (default 1.0)
+#                               SIPLAB_INIT_DB    1 (default): create the realtime schema if
+#                                                 missing (safe on a provisioned DB); 0: don't
 #   pbx --config FILE ...     run siplab with these arguments as given
 #   python ARGS...            the image's Python (e.g. `python -m lab.faults --config f.toml`)
 #   anything else             `siplab ARGS...` (e.g. `router --config router.toml`)
@@ -19,7 +21,7 @@ CONFIG="${SIPLAB_CONFIG:-/etc/siplab/node.toml}"
 if [ "$#" -eq 0 ] || { [ "$#" -eq 1 ] && [ "$1" = pbx ]; }; then
     if [ ! -f "$CONFIG" ]; then
         CONFIG=/tmp/siplab-node.toml
-        python3 - "$CONFIG" <<'PY'
+        /opt/siplab/bin/python - "$CONFIG" <<'PY'
 import json, os, sys
 
 env = os.environ
@@ -38,6 +40,17 @@ lines = [
 ]
 with open(sys.argv[1], "w", encoding="utf-8") as f:
     f.write("\n".join(lines) + "\n")
+if env.get("SIPLAB_INIT_DB", "1") == "1":
+    from router.realtime import RealtimeError, connect
+
+    try:
+        store = connect(db)
+        try:
+            store.init_schema()
+        finally:
+            store.close()
+    except RealtimeError as exc:
+        sys.exit(f"siplab-entrypoint: {db}: {exc}")
 PY
     fi
     exec siplab pbx --config "$CONFIG"

@@ -146,6 +146,17 @@ def provision(topology: Topology, p: Plan) -> int:
         # Requests from the router (or from a relay in front of a PBX) are the router endpoint:
         # Asterisk identifies it by source IP (SIP-REFERENCE §4.3, ps_endpoint_id_ips).
         db.provision_router_endpoint(p.router.host, contact=f"sip:{p.router.host}:{p.router.port}")
+        # A forwarded REGISTER for 101 comes from the router's IP, so Asterisk attributes it to
+        # the router endpoint (identify by IP first, SIP-REFERENCE §4.1, §8.1) and looks for the
+        # AOR 101 among that endpoint's aors: the router endpoint lists every user's AOR
+        # (identify_by=ip,username as measured on Asterisk 22). The AORs accept Path
+        # (support_path=yes) so Dial(PJSIP/101) on any node goes back through the router.
+        aor_list = ",".join(["router", *(u.username for u in users)])
+        db.execute(
+            "UPDATE ps_endpoints SET aors = ?, identify_by = ? WHERE id = ?",
+            (aor_list, "ip,username", "router"),
+        )
+        db.execute("UPDATE ps_aors SET support_path = ? WHERE id <> ?", ("yes", "router"))
         for queue in topology.queues:
             db.queue_add(queue.name, queue.strategy, queue.interfaces)
         db.dispatcher_set(

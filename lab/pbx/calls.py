@@ -227,6 +227,7 @@ class CallManager:
             200,
             to_tag=leg.local_tag,
             headers=[
+                *_record_route(leg.invite),
                 ("Contact", self._contact()),
                 ("Allow", "OPTIONS, INVITE, ACK, BYE, CANCEL, UPDATE, PRACK, INFO, REFER"),
                 ("Supported", "100rel, timer, replaces, norefersub"),
@@ -308,7 +309,11 @@ class CallManager:
             response = make_response(
                 request,
                 200,
-                headers=[("Contact", self._contact()), ("Content-Type", "application/sdp")],
+                headers=[
+                    *_record_route(request),
+                    ("Contact", self._contact()),
+                    ("Content-Type", "application/sdp"),
+                ],
                 body=self._sdp(),
             )
             self.core.respond(tx, response, now=now)
@@ -538,7 +543,7 @@ class CallManager:
             call.caller.invite,
             180,
             to_tag=call.caller.local_tag,
-            headers=[("Contact", self._contact())],
+            headers=[*_record_route(call.caller.invite), ("Contact", self._contact())],
         )
         self.core.respond(tx, ringing, now=now)
         self._event("ringing", call, interface=leg.interface)
@@ -636,3 +641,11 @@ class CallManager:
                 self.device_use.pop(leg.interface, None)
             if call.queue is not None:
                 call.queue.leg_released(leg, now, completed=completed)
+
+
+def _record_route(request: Request) -> list[tuple[str, str]]:
+    """RFC 3261 §12.1.1: "the UAS MUST copy all Record-Route header field values from the
+    request into the response (including the URIs, URI parameters, and any Record-Route header
+    field parameters, whether they are known or unknown to the UAS) and MUST maintain the order
+    of those values" (pjsip does, so the router's in-dialog requests come back through it)."""
+    return [("Record-Route", value) for value in request.headers.get_all("record-route")]

@@ -182,7 +182,9 @@ PS_ENDPOINTS = Table(
     (
         _text("id", 255, not_null=True),
         _text("transport", 40),
-        _text("aors", 2048),
+        # Asterisk declares VARCHAR(2048); unbounded here because the lab's `router` endpoint
+        # lists every user's AOR (see lab/backends/render.py), which outgrows 2048 characters.
+        _text("aors", None),
         _text("auth", 255),
         _text("outbound_auth", 255),
         _text("context", 40),

@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Self
 
 from .errors import SipParseError
@@ -176,8 +177,12 @@ def _split_name_addr(value: str) -> tuple[str | None, str, str]:
     return None, uri_text, "" if semi < 0 else text[semi:]
 
 
+@lru_cache(maxsize=4096)
 def parse_name_addr(value: str) -> NameAddr:
     """Parse one name-addr or addr-spec with header parameters.
+
+    Results are cached (the values are immutable): From, To and Route values recur on every
+    message of a dialog.
 
     Raises:
         SipParseError: malformed value (400).
@@ -252,15 +257,20 @@ def parse_contact_list(value: str) -> list[Contact]:
     Raises:
         SipParseError: malformed value (400).
     """
+    return list(_parse_contacts(value))
+
+
+@lru_cache(maxsize=2048)
+def _parse_contacts(value: str) -> tuple[Contact, ...]:
     if value.strip() == "*":
-        return [Contact.wildcard()]
+        return (Contact.wildcard(),)
     out: list[Contact] = []
     for piece in split_outside_quotes(value, ","):
         if not piece:
             continue
         display, uri_text, params_text = _split_name_addr(piece)
         out.append(Contact(display, parse_uri(uri_text), parse_header_params(params_text)))
-    return out
+    return tuple(out)
 
 
 # ----------------------------------------------------------------------------------------
@@ -362,7 +372,10 @@ class Via:
         return dataclasses.replace(self, params=del_param(self.params, name))
 
 
+@lru_cache(maxsize=4096)
 def _parse_via(text: str) -> Via:
+    # Cached (Via is immutable): the same Via strings come back in every response of a
+    # transaction and in the router's own re-reads after it stamps or prepends one.
     m = _VIA_RE.match(text)
     if m is None:
         raise SipParseError(f"bad Via {text[:60]!r}", trigger="bad_via")
@@ -410,8 +423,9 @@ class CSeq:
         return f"{self.seq} {self.method}"
 
 
+@lru_cache(maxsize=1024)
 def parse_cseq(value: str) -> CSeq:
-    """Parse a CSeq value.
+    """Parse a CSeq value (cached: the values are immutable and few).
 
     Raises:
         SipParseError: malformed or out of range (400).
