@@ -50,9 +50,13 @@ def rootfs_tarball(suite: str = DEFAULT_SUITE) -> Path:
     return cache_dir() / f"rootfs-debian-{suite}.tar"
 
 
-def apt_mirror(default: str = "http://deb.debian.org/debian") -> str:
-    """The Debian mirror apt uses on this machine (one-line or deb822 sources)."""
-    files = [Path("/etc/apt/sources.list"), *sorted(Path("/etc/apt/sources.list.d").glob("*"))]
+def apt_mirror(
+    default: str = "http://deb.debian.org/debian", *, files: list[Path] | None = None
+) -> str:
+    """The Debian mirror apt uses on this machine (one-line or deb822 sources in ``files``,
+    default /etc/apt/sources.list and sources.list.d)."""
+    if files is None:
+        files = [Path("/etc/apt/sources.list"), *sorted(Path("/etc/apt/sources.list.d").glob("*"))]
     for path in files:
         try:
             lines = path.read_text(encoding="utf-8", errors="replace").splitlines()

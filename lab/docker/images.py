@@ -37,8 +37,8 @@ BASE_IMAGE = "siplab/debian:bookworm"
 EMULATOR_IMAGE = "siplab/emulator:latest"
 POSTGRES_IMAGE = "siplab/postgres:15"
 ASTERISK_IMAGE = "siplab/asterisk:latest"
-ASTERISK_BASE = "debian:trixie"
-"""Default base of the Asterisk image: Debian 13 packages Asterisk again (Debian 12 does not)."""
+ASTERISK_BASE = "ubuntu:24.04"
+"""Default base of the Asterisk image: Ubuntu 24.04 packages Asterisk 20 (Debian 12 does not)."""
 
 SOURCE_DIRS = ("router", "lab", "reports")
 SOURCE_FILES = ("pyproject.toml", "README.md")
@@ -90,24 +90,33 @@ def source_hash(repo: Path = REPO_ROOT, image_dir: Path | None = None) -> str:
     return h.hexdigest()[:16]
 
 
-def host_pip_conf() -> str:
+def host_pip_conf(
+    candidates: list[Path] | None = None, environ: dict[str, str] | None = None
+) -> str:
     """A pip.conf for the build: the host's HTTP(S) index settings and the staged CA bundle.
+
+    Args:
+        candidates: pip config files, later ones win (default: the system, XDG, user files and
+            ``$PIP_CONFIG_FILE``, in pip's order).
+        environ: environment (default ``os.environ``); ``PIP_INDEX_URL`` and friends win.
 
     ``file://`` indexes and find-links (local wheel directories) are left out: they do not exist
     inside the build.
     """
+    environ = dict(os.environ) if environ is None else environ
     merged = configparser.ConfigParser(interpolation=None)
-    candidates = [Path("/etc/pip.conf"), Path("/etc/xdg/pip/pip.conf")]
-    candidates += [Path.home() / ".config/pip/pip.conf", Path.home() / ".pip/pip.conf"]
-    if os.environ.get("PIP_CONFIG_FILE"):
-        candidates.append(Path(os.environ["PIP_CONFIG_FILE"]))
+    if candidates is None:
+        candidates = [Path("/etc/pip.conf"), Path("/etc/xdg/pip/pip.conf")]
+        candidates += [Path.home() / ".config/pip/pip.conf", Path.home() / ".pip/pip.conf"]
+        if environ.get("PIP_CONFIG_FILE"):
+            candidates.append(Path(environ["PIP_CONFIG_FILE"]))
     merged.read([str(c) for c in candidates if c.is_file()])
     settings: dict[str, str] = {}
     for section in ("global", "install"):
         if merged.has_section(section):
             settings.update(merged.items(section))
     for key in ("index-url", "extra-index-url", "trusted-host"):
-        env = os.environ.get("PIP_" + key.upper().replace("-", "_"))
+        env = environ.get("PIP_" + key.upper().replace("-", "_"))
         if env:
             settings[key] = env
     out = ["[global]", "cert = /etc/siplab/build/ca-certificates.crt", "timeout = 180"]
@@ -288,9 +297,9 @@ def ensure_asterisk_image(
         except docker.errors.APIError as exc:
             raise ImageBuildError(
                 f"{tag}: base image {base} is not here and cannot be pulled ({exc}); "
-                "real Asterisk needs a base release that packages it (Debian 13 or Ubuntu; "
+                "real Asterisk needs a base release that packages it (Ubuntu 24.04 by default; "
                 "Debian 12 has no asterisk package): load one with `docker load` or build it "
-                "with asterisk-images/base/build-base.sh trixie debian:trixie"
+                "with asterisk-images/base/build-base.sh and a mirror of that release"
             ) from None
     seconds = build_from_recipe(client, "asterisk", tag, buildargs={"BASE": base}, log=log)
     return BuildResult(tag, seconds, built=True)

@@ -34,17 +34,15 @@ from router.sip import (
     Uas2xxRetransmitter,
     build_cancel,
     make_response,
-    maybe_select_challenge,
     new_tag,
 )
+
+from .build import MAX_AUTH_ROUNDS, authorize, is_stale
 
 if TYPE_CHECKING:
     from router.sip.transaction.base import ServerTransaction
 
     from .ua import Address, UserAgent
-
-MAX_AUTH_ROUNDS = 2
-"""Answer at most this many challenges per request (a second one only when ``stale=true``)."""
 
 
 class Leg:
@@ -222,8 +220,8 @@ class Call(Leg):
             and self._auth_rounds < MAX_AUTH_ROUNDS
             and self.password is not None
         ):
-            retry = self.ua._authorize(self.invite, response, self.user, self.password)
-                if retry is not None and (self._auth_rounds == 0 or _stale(response)):
+            retry = authorize(self.invite, response, self.user, self.password)
+            if retry is not None and (self._auth_rounds == 0 or is_stale(response)):
                 self._auth_rounds += 1
                 self.invite = retry
                 self._sent(self.ua._start_client(retry, self.dest))
@@ -340,7 +338,14 @@ class Incoming(Leg):
         return True
 
     def _respond(self, status: int, headers: list[tuple[str, str]], body: bytes) -> Response:
-        response = make_response(self.request, status, to_tag=self.to_tag, headers=headers, body=body)
+        if 100 < status < 300:
+            # §12.1.1: "the UAS MUST copy all Record-Route header field values from the
+            # request into the response ... and MUST maintain the order of those values."
+            rr = [("Record-Route", v) for v in self.request.headers.get_all("record-route")]
+            headers = [*rr, *headers]
+        response = make_response(
+            self.request, status, to_tag=self.to_tag, headers=headers, body=body
+        )
         if status >= 200:
             self.status = status
             self._final.set()
@@ -361,10 +366,3 @@ class Incoming(Leg):
             await self.reject(480)
             return None
         return await super().hangup()
-
-
-def _stale(response: Response) -> bool:
-    """RFC 7616 §3.3 ``stale=true``: our credentials were right, only the nonce was old."""
-    name = "WWW-Authenticate" if response.status == 401 else "Proxy-Authenticate"
-    challenge = maybe_select_challenge(response.headers.get_all(name))
-    return challenge is not None and challenge.stale

@@ -27,14 +27,12 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import assert_never
+from typing import Any, assert_never
 
 import trio
 
 from router.observe import EventLog
 from router.sip import (
-    CSeq,
-    Headers,
     Request,
     Response,
     SipError,
@@ -42,9 +40,7 @@ from router.sip import (
     SipUri,
     Uas2xxRetransmitter,
     Via,
-    answer_challenge,
     make_response,
-    maybe_select_challenge,
     new_branch,
     new_call_id,
     new_tag,
@@ -70,7 +66,8 @@ from router.sip.transaction.timers import DEFAULT_TIMERS, Timers
 from router.transport.base import Address, Inbound, Outgoing, TransportName
 from router.transport.driver import SipDriver
 
-from .calls import MAX_AUTH_ROUNDS, Call, Incoming, Leg, _stale
+from .build import MAX_AUTH_ROUNDS, authorize, is_stale, out_of_dialog_request, sdp_body
+from .calls import Call, Incoming, Leg
 from .results import LoggedMessage, RegisterResult, UaStatistics
 
 __all__ = ["Address", "AutoAnswer", "UserAgent", "open_ua"]
@@ -249,7 +246,9 @@ class UserAgent:
                     self._send(event.message, event.dest, retransmission=True)
                 else:
                     leg._on_ack_timeout()
-        self._retransmitters = [(rt, leg) for rt, leg in self._retransmitters if rt.next_deadline() is not None]
+        self._retransmitters = [
+            (rt, leg) for rt, leg in self._retransmitters if rt.next_deadline() is not None
+        ]
 
     def next_deadline(self) -> float | None:
         deadlines = [d for rt, _ in self._retransmitters if (d := rt.next_deadline()) is not None]
@@ -394,7 +393,9 @@ class UserAgent:
         self._sent += 1
         self._rtx_sent += retransmission
         self._out.append(Outgoing(data, dest, "udp", self.local))
-        self.log.message("out", message, dest, data=data, kind="retransmit" if retransmission else "sip")
+        self.log.message(
+            "out", message, dest, data=data, kind="retransmit" if retransmission else "sip"
+        )
 
     def _respond(self, tx: ServerTransaction, response: Response) -> None:
         if "Server" not in response.headers:
@@ -435,12 +436,8 @@ class UserAgent:
         return headers
 
     def sdp(self) -> bytes:
-        """A minimal audio offer/answer (RFC 4566) on our address (no media is sent)."""
-        host = self.local[0]
-        return (
-            f"v=0\r\no=siplab 1 1 IN IP4 {host}\r\ns=siplab\r\nc=IN IP4 {host}\r\nt=0 0\r\n"
-            f"m=audio {self.local[1] + 2} RTP/AVP 0 8\r\na=sendrecv\r\n"
-        ).encode()
+        """Our minimal audio SDP (RFC 4566; no media is sent)."""
+        return sdp_body(self.local[0], self.local[1] + 2)
 
     def _adopt_leg(self, leg: Leg) -> None:
         assert leg.dialog is not None
@@ -473,30 +470,6 @@ class UserAgent:
             return (host, port)
         return self._dest_for(str(hop))
 
-    def _authorize(
-        self, request: Request, challenge: Response, user: str, password: str
-    ) -> Request | None:
-        """The request again with credentials for a 401/407 (§22.2), CSeq + 1, new branch.
-
-        "the client SHOULD retry the request, including an Authorization header field ...
-        When a UAC resubmits a request with its credentials after receiving a 401 ... or 407
-        ... response, it MUST increment the CSeq header field value as it would normally
-        when sending an updated request" (§22.2).
-        """
-        header = "WWW-Authenticate" if challenge.status == 401 else "Proxy-Authenticate"
-        found = maybe_select_challenge(challenge.headers.get_all(header))
-        if found is None:
-            return None
-        creds = answer_challenge(found, request.method, request.uri, user, password, body=request.body)
-        headers = request.headers.copy()
-        answer = "Authorization" if challenge.status == 401 else "Proxy-Authorization"
-        headers.remove(answer)
-        headers.add(answer, str(creds))
-        headers.pop_first_value("Via")
-        headers.prepend("Via", str(request.top_via.with_param("branch", new_branch())))
-        headers.set("CSeq", str(CSeq(request.cseq.seq + 1, request.method)))
-        return Request(request.method, request.uri, headers, request.body)
-
     async def _transact_counted(
         self,
         request: Request,
@@ -521,9 +494,9 @@ class UserAgent:
             challenged = response.status in (401, 407) and auth and password is not None
             if not challenged or attempts > MAX_AUTH_ROUNDS:
                 return response, attempts
-            if attempts == MAX_AUTH_ROUNDS and not _stale(response):
+            if attempts == MAX_AUTH_ROUNDS and not is_stale(response):
                 return response, attempts
-            retry = self._authorize(request, response, user, password)
+            retry = authorize(request, response, user, password)
             if retry is None:
                 return response, attempts
             if dialog is not None:
@@ -536,29 +509,8 @@ class UserAgent:
         response, _ = await self._transact_counted(request, dest, dialog=dialog, auth=auth)
         return response
 
-    def _out_of_dialog(
-        self,
-        method: str,
-        ruri: str,
-        *,
-        user: str,
-        to_user: str,
-        call_id: str,
-        cseq: int,
-        extra: Iterable[tuple[str, str]] = (),
-        body: bytes = b"",
-    ) -> Request:
-        fields = [
-            ("Via", str(self._via())),
-            ("Max-Forwards", "70"),
-            ("From", f"<sip:{user}@{self.domain}>;tag={new_tag()}"),
-            ("To", f"<sip:{to_user}@{self.domain}>"),
-            ("Call-ID", call_id),
-            ("CSeq", str(CSeq(cseq, method))),
-            ("User-Agent", "siplab-ua"),
-            *extra,
-        ]
-        return Request(method, ruri, Headers(fields), body)
+    def _out_of_dialog(self, method: str, ruri: str, **fields: Any) -> Request:
+        return out_of_dialog_request(method, ruri, via=self._via(), domain=self.domain, **fields)
 
     # -- public API -----------------------------------------------------------------------
 
@@ -595,7 +547,13 @@ class UserAgent:
             extra.append(("Expires", str(expires)))
         ruri = f"sip:{self.domain}"
         request = self._out_of_dialog(
-            "REGISTER", ruri, user=user, to_user=user, call_id=str(state[1]), cseq=int(state[0]), extra=extra
+            "REGISTER",
+            ruri,
+            user=user,
+            to_user=user,
+            call_id=str(state[1]),
+            cseq=int(state[0]),
+            extra=extra,
         )
         started = trio.current_time()
         response, attempts = await self._transact_counted(
@@ -612,7 +570,9 @@ class UserAgent:
             response.status, response, bindings, attempts, trio.current_time() - started
         )
 
-    async def unregister(self, *, user: str | None = None, password: str | None = None) -> RegisterResult:
+    async def unregister(
+        self, *, user: str | None = None, password: str | None = None
+    ) -> RegisterResult:
         """Remove our own binding (Expires: 0)."""
         return await self.register(0, user=user, password=password)
 
@@ -620,7 +580,12 @@ class UserAgent:
         """Send OPTIONS out of dialog (to ``target`` URI, default ``sip:domain``)."""
         ruri = target or f"sip:{self.domain}"
         request = self._out_of_dialog(
-            "OPTIONS", ruri, user=self.user, to_user=self.user, call_id=new_call_id(self.local[0]), cseq=1
+            "OPTIONS",
+            ruri,
+            user=self.user,
+            to_user=self.user,
+            call_id=new_call_id(self.local[0]),
+            cseq=1,
         )
         return await self._transact(request, self._dest_for(ruri))
 
@@ -720,7 +685,11 @@ class UserAgent:
         with trio.fail_after(timeout):
             while True:
                 for entry in self.messages[index:]:
-                    if entry.direction == "in" and entry.message is not None and predicate(entry.message):
+                    if (
+                        entry.direction == "in"
+                        and entry.message is not None
+                        and predicate(entry.message)
+                    ):
                         return entry.message
                 index = len(self.messages)
                 await self._arrival.wait()

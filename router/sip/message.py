@@ -20,6 +20,7 @@ from typing import TypeVar, cast
 
 from .errors import SipParseError, standard_reason
 from .headers import (
+    COMPACT_FORMS,
     Contact,
     CSeq,
     NameAddr,
@@ -122,7 +123,9 @@ class Headers:
 
     def get(self, name: str) -> str | None:
         """Value of the first field called ``name``, or None."""
-        canon = canonical_name(name)
+        canon = name.lower()
+        if len(canon) == 1:
+            canon = COMPACT_FORMS.get(canon, canon)
         for f in self._fields:
             if f[0] == canon:
                 return f[2]
@@ -130,7 +133,9 @@ class Headers:
 
     def get_all(self, name: str) -> list[str]:
         """Values of every field called ``name``, in order, not comma-split."""
-        canon = canonical_name(name)
+        canon = name.lower()
+        if len(canon) == 1:
+            canon = COMPACT_FORMS.get(canon, canon)
         return [f[2] for f in self._fields if f[0] == canon]
 
     def values(self, name: str) -> list[str]:
@@ -157,18 +162,50 @@ class Headers:
         """Append a field at the end."""
         canon = canonical_name(name)
         self._fields.append((canon, name, value))
-        self._touch(canon)
+        old = self._cache.pop(canon, None) if self._cache else None
+        if old is not None:
+            parse = _LIST_PARSERS.get(canon)
+            if parse is not None:
+                try:
+                    self._cache[canon] = [*cast("list[object]", old), *parse(value)]
+                except SipParseError:
+                    pass
 
     def prepend(self, name: str, value: str) -> None:
         """Insert a field before the first field of that name, or at the top if none."""
         canon = canonical_name(name)
+        self._insert_first(canon, name, value)
+        old = self._cache.pop(canon, None) if self._cache else None
+        if old is not None:
+            parse = _LIST_PARSERS.get(canon)
+            if parse is not None:
+                # The new field's values come first: keep the parsed rest.
+                try:
+                    self._cache[canon] = [*parse(value), *cast("list[object]", old)]
+                except SipParseError:
+                    pass  # stays uncached: the accessor raises, as a fresh parse would
+
+    def prepend_via(self, via: Via) -> None:
+        """Insert ``via`` as the new top Via, written as ``str(via)``.
+
+        Same as ``prepend("Via", str(via))`` but the parsed Via list stays cached with ``via``
+        on top, so a proxy does not re-parse the Via it just built. ``via`` must be well formed
+        (its wire form parses back to an equal Via), as every Via built from a host, a port and
+        a token branch is.
+        """
+        self._insert_first("via", "Via", str(via))
+        old = self._cache.pop("via", None) if self._cache else None
+        if old is not None:
+            self._cache["via"] = [via, *cast("list[Via]", old)]
+
+    def _insert_first(self, canon: str, name: str, value: str) -> None:
+        fields = self._fields
         index = 0
-        for i, f in enumerate(self._fields):
+        for i, f in enumerate(fields):
             if f[0] == canon:
                 index = i
                 break
-        self._fields.insert(index, (canon, name, value))
-        self._touch(canon)
+        fields.insert(index, (canon, name, value))
 
     def set(self, name: str, value: str) -> None:
         """Replace every field called ``name`` by one field (at the first one's position)."""
@@ -211,15 +248,20 @@ class Headers:
             comma = _first_top_level_comma(value)
             if comma < 0:
                 del self._fields[i]
-                self._touch(canon)
-                return value.strip()
-            rest = value[comma + 1 :].strip()
-            if rest:
-                self._fields[i] = (canon, f[1], rest)
+                popped = value.strip()
             else:
-                del self._fields[i]
-            self._touch(canon)
-            return value[:comma].strip()
+                rest = value[comma + 1 :].strip()
+                if rest:
+                    self._fields[i] = (canon, f[1], rest)
+                else:
+                    del self._fields[i]
+                popped = value[:comma].strip()
+            old = self._cache.pop(canon, None) if self._cache else None
+            if old is not None and popped and canon in _LIST_PARSERS:
+                # The first value of the first field is the first parsed element (the list
+                # parsers split on the same top-level commas and only skip empty pieces).
+                self._cache[canon] = cast("list[object]", old)[1:]
+            return popped
         return None
 
     def copy(self) -> Headers:
@@ -278,8 +320,9 @@ def _to(h: Headers) -> NameAddr:
 
 def _vias(h: Headers) -> list[Via]:
     out: list[Via] = []
-    for value in h.get_all("via"):
-        out.extend(parse_via_list(value))
+    for f in h._fields:
+        if f[0] == "via":
+            out.extend(parse_via_list(f[2]))
     return out
 
 
@@ -310,6 +353,16 @@ _routes = _name_addrs("route")
 _record_routes = _name_addrs("record-route")
 _paths = _name_addrs("path")
 
+# List-valued headers cached under their canonical name, with the parser of one field value:
+# mutations at the ends (prepend, add, pop_first_value) update the cached list instead of
+# dropping it, so a proxy that stamps or pushes a Via does not re-parse the others.
+_LIST_PARSERS: dict[str, Callable[[str], list[Via] | list[NameAddr]]] = {
+    "via": parse_via_list,
+    "route": parse_name_addr_list,
+    "record-route": parse_name_addr_list,
+    "path": parse_name_addr_list,
+}
+
 
 def _expires(h: Headers) -> int | None:
     value = _first(h, "expires")
@@ -335,32 +388,56 @@ class _Typed:
     @property
     def call_id(self) -> str:
         """Call-ID (required; SipParseError 400 if absent or malformed)."""
-        return self.headers.cached("call-id", _call_id)
+        cache = self.headers._cache
+        value = cache.get("call-id", _MISSING)
+        if value is _MISSING:
+            value = cache["call-id"] = _call_id(self.headers)
+        return cast("str", value)
 
     @property
     def cseq(self) -> CSeq:
         """CSeq (required; SipParseError 400 if absent or malformed)."""
-        return self.headers.cached("cseq", _cseq)
+        cache = self.headers._cache
+        value = cache.get("cseq", _MISSING)
+        if value is _MISSING:
+            value = cache["cseq"] = _cseq(self.headers)
+        return cast("CSeq", value)
 
     @property
     def from_(self) -> NameAddr:
         """From (required; SipParseError 400 if absent or malformed)."""
-        return self.headers.cached("from", _from)
+        cache = self.headers._cache
+        value = cache.get("from", _MISSING)
+        if value is _MISSING:
+            value = cache["from"] = _from(self.headers)
+        return cast("NameAddr", value)
 
     @property
     def to(self) -> NameAddr:
         """To (required; SipParseError 400 if absent or malformed)."""
-        return self.headers.cached("to", _to)
+        cache = self.headers._cache
+        value = cache.get("to", _MISSING)
+        if value is _MISSING:
+            value = cache["to"] = _to(self.headers)
+        return cast("NameAddr", value)
 
     @property
     def vias(self) -> list[Via]:
         """Every Via hop, top first (a fresh list; empty if none)."""
-        return list(self.headers.cached("via", _vias))
+        cache = self.headers._cache
+        value = cache.get("via", _MISSING)
+        if value is _MISSING:
+            value = cache["via"] = _vias(self.headers)
+        return list(cast("list[Via]", value))
 
     @property
     def top_via(self) -> Via:
         """The first Via (SipParseError 400 if there is none)."""
-        vias = self.headers.cached("via", _vias)
+        cache = self.headers._cache
+        vias = cache.get("via", _MISSING)
+        if vias is _MISSING:
+            vias = cache["via"] = _vias(self.headers)
+        vias = cast("list[Via]", vias)
         if not vias:
             raise SipParseError("missing Via header", trigger="missing_header")
         return vias[0]
@@ -368,42 +445,74 @@ class _Typed:
     @property
     def max_forwards(self) -> int | None:
         """Max-Forwards, None if absent."""
-        return self.headers.cached("max-forwards", _max_forwards)
+        cache = self.headers._cache
+        value = cache.get("max-forwards", _MISSING)
+        if value is _MISSING:
+            value = cache["max-forwards"] = _max_forwards(self.headers)
+        return cast("int | None", value)
 
     @property
     def contacts(self) -> list[Contact]:
         """Contact values in order (``[Contact.wildcard()]`` for ``*``)."""
-        return list(self.headers.cached("contact", _contacts))
+        cache = self.headers._cache
+        value = cache.get("contact", _MISSING)
+        if value is _MISSING:
+            value = cache["contact"] = _contacts(self.headers)
+        return list(cast("list[Contact]", value))
 
     @property
     def routes(self) -> list[NameAddr]:
         """Route values in order."""
-        return list(self.headers.cached("route", _routes))
+        cache = self.headers._cache
+        value = cache.get("route", _MISSING)
+        if value is _MISSING:
+            value = cache["route"] = _routes(self.headers)
+        return list(cast("list[NameAddr]", value))
 
     @property
     def record_routes(self) -> list[NameAddr]:
         """Record-Route values in order."""
-        return list(self.headers.cached("record-route", _record_routes))
+        cache = self.headers._cache
+        value = cache.get("record-route", _MISSING)
+        if value is _MISSING:
+            value = cache["record-route"] = _record_routes(self.headers)
+        return list(cast("list[NameAddr]", value))
 
     @property
     def paths(self) -> list[NameAddr]:
         """Path values in order (RFC 3327)."""
-        return list(self.headers.cached("path", _paths))
+        cache = self.headers._cache
+        value = cache.get("path", _MISSING)
+        if value is _MISSING:
+            value = cache["path"] = _paths(self.headers)
+        return list(cast("list[NameAddr]", value))
 
     @property
     def expires(self) -> int | None:
         """Expires header in seconds, None if absent."""
-        return self.headers.cached("expires", _expires)
+        cache = self.headers._cache
+        value = cache.get("expires", _MISSING)
+        if value is _MISSING:
+            value = cache["expires"] = _expires(self.headers)
+        return cast("int | None", value)
 
     @property
     def content_length(self) -> int | None:
         """Content-Length header as received/set, None if absent."""
-        return self.headers.cached("content-length", _content_length)
+        cache = self.headers._cache
+        value = cache.get("content-length", _MISSING)
+        if value is _MISSING:
+            value = cache["content-length"] = _content_length(self.headers)
+        return cast("int | None", value)
 
     @property
     def content_type(self) -> str | None:
         """Content-Type header value, None if absent."""
-        return self.headers.cached("content-type", _content_type)
+        cache = self.headers._cache
+        value = cache.get("content-type", _MISSING)
+        if value is _MISSING:
+            value = cache["content-type"] = _content_type(self.headers)
+        return cast("str | None", value)
 
 
 _METHOD_RE = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+")

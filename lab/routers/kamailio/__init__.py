@@ -1,11 +1,30 @@
-"""Kamailio (Debian 5.6) as a router under test: cfg rendered from parameters, run by PID."""
+"""Kamailio (Debian 5.6) as a router under test: cfg rendered from parameters, run by PID.
+
+``config``/``runner``: the generic cfg (dispatcher peer) and process handling. ``router``: the
+reference router's settings mapped onto the dispatcher + registrar roles (``--router
+kamailio``). ``differences``: where Kamailio differs from the reference by design, and why.
+"""
 
 from lab.routers.kamailio.config import (
     DispatcherDestination,
     KamailioParams,
     KamailioRole,
+    db_module,
     dispatcher_list,
+    kamailio_db_url,
     render_config,
+)
+from lab.routers.kamailio.differences import DIFFERENCES, difference
+from lab.routers.kamailio.router import (
+    KAMAILIO_TABLE_VERSIONS,
+    KamailioRouterParams,
+    prepare_database,
+    render_router_config,
+    router_command,
+    router_params,
+    router_params_from_dict,
+    start_kamailio_router,
+    write_router_config,
 )
 from lab.routers.kamailio.runner import (
     KamailioConfigError,
@@ -19,17 +38,30 @@ from lab.routers.kamailio.runner import (
 )
 
 __all__ = [
+    "DIFFERENCES",
+    "KAMAILIO_TABLE_VERSIONS",
     "DispatcherDestination",
     "KamailioConfigError",
     "KamailioError",
     "KamailioParams",
     "KamailioProcess",
     "KamailioRole",
+    "KamailioRouterParams",
     "check_config",
+    "db_module",
+    "difference",
     "dispatcher_list",
     "kamailio_binary",
+    "kamailio_db_url",
+    "prepare_database",
     "render_config",
+    "render_router_config",
+    "router_command",
+    "router_params",
+    "router_params_from_dict",
     "start_kamailio",
     "start_kamailio_config",
+    "start_kamailio_router",
     "write_config",
+    "write_router_config",
 ]

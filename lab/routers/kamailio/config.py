@@ -6,7 +6,8 @@ plain, readable Kamailio config and the body never needs string templating. Role
 with ``#!define WITH_<ROLE>`` and guarded by ``#!ifdef`` blocks in the body.
 
 Production sizing is the default: 1 worker (``children=1``), ``-m 2048`` MB shared memory and
-``-M 16`` MB private memory per process.
+``-M 16`` MB private memory per process (Kamailio's default 64 MB of shared memory runs out of
+transactions and fails calls at 400-500 CPS on the lab machine).
 """
 
 from __future__ import annotations
@@ -23,7 +24,9 @@ __all__ = [
     "DispatcherDestination",
     "KamailioParams",
     "KamailioRole",
+    "db_module",
     "dispatcher_list",
+    "kamailio_db_url",
     "render_config",
 ]
 
@@ -35,7 +38,8 @@ class KamailioRole(enum.Enum):
 
     DISPATCHER = "DISPATCHER"
     REGISTRAR = "REGISTRAR"
-    """Reserved for the registrar task (the body has only the hook so far)."""
+    """auth_db on ps_auths, usrloc/registrar, REGISTER forwarding, lookup, blocking (needs the
+    dispatcher role and :attr:`KamailioParams.db_url`; see ``lab.routers.kamailio.router``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,10 +109,19 @@ class KamailioParams:
     """Successful pings before an INACTIVE destination is ACTIVE again."""
     ds_mark_failed: bool = False
     """``ds_mark_dst("ip")`` on a failed-over destination (inactive + probing)."""
+    ds_ping_reply_codes: str = ""
+    """``ds_ping_reply_codes`` (``class=2;code=403``); empty = 2xx only."""
+    db_url: str | None = None
+    """Kamailio DB URL (``sqlite:///abs/path.db`` or ``postgres://...``) of the realtime DB for
+    the registrar role (auth_db, usrloc, sqlops); see :func:`kamailio_db_url`."""
     fr_timer_ms: int = 2000
     """tm ``fr_timer``."""
     fr_inv_timer_ms: int = 40000
     """tm ``fr_inv_timer``."""
+    t1_ms: int | None = None
+    """tm ``retr_timer1`` (RFC 3261 T1); None keeps Kamailio's 500 ms (and T2 4000 ms)."""
+    t2_ms: int = 4000
+    """tm ``retr_timer2`` (RFC 3261 T2), used only when :attr:`t1_ms` is set."""
     debug: int = 1
     """Log level (-5..3; 1 = NOTICE, 3 = DEBUG)."""
     roles: frozenset[KamailioRole] = frozenset({KamailioRole.DISPATCHER})
@@ -132,6 +145,16 @@ class KamailioParams:
             and self.ds_db_url is None
         ):
             raise ValueError("the dispatcher role needs destinations or ds_db_url")
+        if KamailioRole.REGISTRAR in self.roles:
+            if self.db_url is None:
+                raise ValueError("the registrar role needs db_url")
+            if KamailioRole.DISPATCHER not in self.roles:
+                raise ValueError("the registrar role needs the dispatcher role (PBX nodes)")
+        for url in (self.db_url, self.ds_db_url):
+            if url is not None:
+                db_module(url)
+        if self.t1_ms is not None and not 0 < self.t1_ms <= self.t2_ms:
+            raise ValueError("0 < t1_ms <= t2_ms is required")
         for name, _ in self.extra_defines:
             if not re.fullmatch(r"[A-Z][A-Z0-9_]*", name):
                 raise ValueError(f"bad define name {name!r}")
@@ -139,6 +162,35 @@ class KamailioParams:
     @property
     def address(self) -> tuple[str, int]:
         return (self.listen_ip, self.listen_port)
+
+
+def db_module(url: str) -> str:
+    """The Kamailio DB driver module for a Kamailio DB URL (``db_sqlite`` / ``db_postgres``)."""
+    scheme = url.partition("://")[0]
+    if scheme == "sqlite":
+        return "db_sqlite"
+    if scheme == "postgres":
+        return "db_postgres"
+    raise ValueError(f"{url!r}: Kamailio DB URL must start with sqlite:// or postgres://")
+
+
+def kamailio_db_url(url: str) -> str:
+    """A realtime DB URL (``router.realtime.connect`` form) as Kamailio writes it.
+
+    ``sqlite:///abs/path.db`` stays (its ``?options`` dropped: db_sqlite takes none), a bare
+    file path becomes ``sqlite:///<absolute path>``, ``postgresql://`` becomes ``postgres://``.
+    """
+    base = url.split("?", 1)[0]
+    if base.startswith(("postgresql://", "postgres://")):
+        return "postgres://" + base.partition("://")[2]
+    if base.startswith("sqlite://"):
+        path = base[len("sqlite://") :]
+        if not path.startswith("/"):
+            raise ValueError(f"{url!r}: Kamailio needs an absolute SQLite path (sqlite:///...)")
+        return base
+    if "://" in base:
+        raise ValueError(f"{url!r}: Kamailio speaks SQLite and PostgreSQL only")
+    return "sqlite://" + str(Path(base).resolve())
 
 
 def _quote(value: str) -> str:
@@ -165,9 +217,17 @@ def render_config(params: KamailioParams, list_file: Path | None = None) -> str:
         ("FR_TIMER", str(params.fr_timer_ms)),
         ("FR_INV_TIMER", str(params.fr_inv_timer_ms)),
     ]
+    if params.t1_ms is not None:
+        defines += [("RETR_T1", str(params.t1_ms)), ("RETR_T2", str(params.t2_ms))]
     defines += [
         (f"WITH_{role.value}", None) for role in sorted(params.roles, key=lambda r: r.value)
     ]
+    urls = [params.ds_db_url if KamailioRole.DISPATCHER in params.roles else None]
+    if KamailioRole.REGISTRAR in params.roles and params.db_url is not None:
+        urls.append(params.db_url)
+        defines.append(("DB_URL", _quote(params.db_url)))
+    modules = {db_module(u) for u in urls if u is not None}
+    defines += [(f"DB_{m.removeprefix('db_').upper()}", None) for m in sorted(modules)]
     if KamailioRole.DISPATCHER in params.roles:
         if params.ds_db_url is not None:
             defines.append(("DS_DB_URL", _quote(params.ds_db_url)))
@@ -186,6 +246,8 @@ def render_config(params: KamailioParams, list_file: Path | None = None) -> str:
         ]
         if params.ds_mark_failed:
             defines.append(("DS_MARK_FAILED", None))
+        if params.ds_ping_reply_codes:
+            defines.append(("DS_PING_REPLY_CODES", _quote(params.ds_ping_reply_codes)))
     defines += list(params.extra_defines)
     head = "#!KAMAILIO\n# rendered by lab.routers.kamailio.config from KamailioParams\n"
     head += "".join(

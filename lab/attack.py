@@ -1,0 +1,241 @@
+"""sipvicious wrappers: scan, enumerate extensions and crack passwords, on loopback only.
+
+The lab's security scenarios attack the router under test with the real tools (PyPI
+``sipvicious``: ``sipvicious_svmap``, ``sipvicious_svwar``, ``sipvicious_svcrack``), the way
+an attacker on the Internet would. These wrappers:
+
+* refuse any target or source address outside 127.0.0.0/8 (`NotLoopback`): the lab never
+  scans anything but itself;
+* run each tool as a subprocess under ``trio.run_process`` (the router under test may run in
+  the same trio loop, so nothing here blocks), with ``HOME`` pointed at a temporary directory
+  so the tools' session folders (``~/.sipvicious``) never leak between runs, and with a hard
+  wall-clock bound (the process is killed at ``max_time``) on top of the tools' own
+  ``--maximumtime``;
+* parse the result table the tools print on stdout (``+---+`` grids of ``pptable``).
+
+``svcrack`` hides ``user:password`` in the From tag of every REGISTER and reads it back from
+the 200 OK, so the cracked password comes from the tool's own report, not from us.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import shutil
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import trio
+
+Address = tuple[str, int]
+LOOPBACK = ipaddress.ip_network("127.0.0.0/8")
+TOOLS = ("sipvicious_svmap", "sipvicious_svwar", "sipvicious_svcrack")
+
+
+class NotLoopback(ValueError):
+    """A target or source address outside 127.0.0.0/8."""
+
+
+class ToolMissing(RuntimeError):
+    """The sipvicious command is not installed (``pip install sipvicious``)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Device:
+    """One SIP device svmap found."""
+
+    address: Address
+    user_agent: str
+    """The User-Agent/Server the device answered with ("" when none)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Extension:
+    """One extension svwar found."""
+
+    extension: str
+    authentication: str
+    """svwar's verdict: "reqauth" (challenged), "noauth", "weird" ..."""
+
+
+@dataclass(frozen=True, slots=True)
+class CrackResult:
+    """What svcrack achieved against one user."""
+
+    user: str
+    cracked: bool
+    password: str | None
+    """The password svcrack reported (None when not cracked)."""
+    attempts: int
+    """Passwords tried: the dictionary position of the found one, else the whole list.
+    svcrack tries the dictionary in order and stops at the first 200 OK."""
+    timed_out: bool
+    """True when the run hit ``max_time`` and was killed."""
+
+
+@dataclass(frozen=True, slots=True)
+class ToolRun:
+    """The raw run of a tool (kept for evidence)."""
+
+    argv: list[str]
+    returncode: int | None
+    """None when killed at ``max_time``."""
+    stdout: str
+    stderr: str
+
+
+def available() -> bool:
+    """True when all three sipvicious commands are on PATH."""
+    return all(shutil.which(tool) for tool in TOOLS)
+
+
+def require_loopback(host: str) -> str:
+    """``host`` if it is an IPv4 address in 127.0.0.0/8.
+
+    Raises:
+        NotLoopback: anything else (names, other networks, IPv6).
+    """
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        raise NotLoopback(f"{host!r}: sipvicious may only target 127.0.0.0/8 addresses") from None
+    if address.version != 4 or address not in LOOPBACK:
+        raise NotLoopback(f"{host}: sipvicious may only target 127.0.0.0/8 addresses")
+    return host
+
+
+def parse_table(text: str) -> list[list[str]]:
+    """Rows of the first ``pptable`` grid in ``text``, header row excluded."""
+    rows: list[list[str]] = []
+    seen_header = False
+    for line in text.splitlines():
+        line = line.strip()
+        if line.startswith("+="):
+            seen_header = True
+        elif line.startswith("|") and seen_header:
+            rows.append([cell.strip() for cell in line.strip("|").split("|")])
+    return rows
+
+
+async def _run(
+    tool: str, args: Sequence[str], max_time: float, files: dict[str, str] | None = None
+) -> ToolRun:
+    if shutil.which(tool) is None:
+        raise ToolMissing(f"{tool} not found on PATH (pip install sipvicious)")
+    with tempfile.TemporaryDirectory(prefix="siplab-sipvicious-") as home:
+        argv = [tool, *(a.replace("{home}", home) for a in args)]
+        for name, content in (files or {}).items():
+            Path(home, name).write_text(content, encoding="utf-8")
+        env = {**os.environ, "HOME": home}
+        returncode: int | None = None
+        stdout = stderr = b""
+        with trio.move_on_after(max_time):
+            done = await trio.run_process(
+                argv, capture_stdout=True, capture_stderr=True, check=False, env=env, cwd=home
+            )
+            returncode, stdout, stderr = done.returncode, done.stdout, done.stderr
+        return ToolRun(
+            argv, returncode, stdout.decode("utf-8", "replace"), stderr.decode("utf-8", "replace")
+        )
+
+
+def _common(target: Address, bind_ip: str, select_timeout: float | None) -> list[str]:
+    require_loopback(target[0])
+    args = ["-b", require_loopback(bind_ip), "-p", str(target[1])]
+    if select_timeout is not None:
+        args += ["-t", str(select_timeout)]
+    return args
+
+
+async def svmap(
+    target: Address,
+    *,
+    bind_ip: str = "127.0.0.1",
+    method: str = "OPTIONS",
+    max_time: float = 30.0,
+    select_timeout: float | None = None,
+) -> list[Device]:
+    """Scan ``target`` (ip, port) with svmap; the devices that answered.
+
+    Raises:
+        NotLoopback: target or bind_ip outside 127.0.0.0/8.
+        ToolMissing: sipvicious is not installed.
+    """
+    run = await svmap_run(
+        target, bind_ip=bind_ip, method=method, max_time=max_time, select_timeout=select_timeout
+    )
+    devices = []
+    for row in parse_table(run.stdout):
+        if len(row) >= 2 and ":" in row[0]:
+            host, _, port = row[0].rpartition(":")
+            devices.append(Device((host, int(port)), row[1]))
+    return devices
+
+
+async def svmap_run(
+    target: Address,
+    *,
+    bind_ip: str = "127.0.0.1",
+    method: str = "OPTIONS",
+    max_time: float = 30.0,
+    select_timeout: float | None = None,
+) -> ToolRun:
+    """`svmap` with the raw run returned (argv, exit code, output)."""
+    args = [*_common(target, bind_ip, select_timeout), "-m", method, target[0]]
+    return await _run("sipvicious_svmap", args, max_time)
+
+
+async def svwar(
+    target: Address,
+    extensions: str | range,
+    *,
+    bind_ip: str = "127.0.0.1",
+    method: str = "REGISTER",
+    domain: str | None = None,
+    force: bool = False,
+    max_time: float = 60.0,
+    select_timeout: float | None = None,
+) -> list[Extension]:
+    """Enumerate ``extensions`` ("100-199,300" or a range) on ``target`` with svwar.
+
+    ``force`` skips svwar's initial sanity check (a random extension that must not exist).
+    """
+    if isinstance(extensions, range):
+        extensions = f"{extensions.start}-{extensions.stop - 1}"
+    args = [*_common(target, bind_ip, select_timeout), "-e", extensions, "-m", method]
+    args += ["--maximumtime", str(max(1, int(max_time)))]
+    if domain:
+        args += ["--domain", domain]
+    if force:
+        args.append("--force")
+    run = await _run("sipvicious_svwar", [*args, target[0]], max_time)
+    return [Extension(row[0], row[1]) for row in parse_table(run.stdout) if len(row) >= 2]
+
+
+async def svcrack(
+    target: Address,
+    user: str,
+    passwords: Sequence[str],
+    *,
+    bind_ip: str = "127.0.0.1",
+    domain: str | None = None,
+    max_time: float = 60.0,
+    select_timeout: float | None = None,
+) -> CrackResult:
+    """Try ``passwords`` (in order) for ``user`` on ``target`` with svcrack."""
+    args = [*_common(target, bind_ip, select_timeout), "-u", user, "-d", "{home}/passwords.txt"]
+    args += ["--maximumtime", str(max(1, int(max_time)))]
+    if domain:
+        args += ["--domain", domain]
+    dictionary = "".join(f"{p}\n" for p in passwords)
+    run = await _run(
+        "sipvicious_svcrack", [*args, target[0]], max_time, {"passwords.txt": dictionary}
+    )
+    found = next((row[1] for row in parse_table(run.stdout) if len(row) >= 2 and row[0] == user), None)
+    if found is not None and found in passwords:
+        attempts = list(passwords).index(found) + 1
+    else:
+        attempts = len(passwords)
+    return CrackResult(user, found is not None, found, attempts, run.returncode is None)

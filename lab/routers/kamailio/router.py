@@ -1,0 +1,457 @@
+"""Kamailio in the router's seat: the reference router's settings rendered as a Kamailio cfg.
+
+The reference router is configured by ``router.config.RouterConfig`` (listen address, timers,
+dispatcher, probing) and ``router.registration.RegistrationSettings`` (the ``[registrar]``
+table: realm, nonces, trusted sources, failure blocking, expiry limits, forwarding).
+:func:`router_params` maps both onto :class:`KamailioRouterParams`, which renders
+``kamailio.cfg`` with the ``DISPATCHER`` and ``REGISTRAR`` roles against the same realtime DB:
+
+================================  ==============================================================
+reference setting                 Kamailio 5.6
+================================  ==============================================================
+router.listen (first udp)         ``listen=udp:IP:PORT`` (TCP is off in the lab cfg)
+timers.t1 / t2                    tm ``retr_timer1`` / ``retr_timer2`` (ms)
+timers.fr_timer / fr_inv_timer    tm ``fr_timer`` / ``fr_inv_timer`` (ms)
+timers.t4                         not mapped (tm has no T4; ``wt_timer`` stays 5 s)
+dispatcher.db / list / dests      dispatcher ``db_url`` (``dispatcher`` table) or ``list_file``
+dispatcher.algorithm / setid      ``ds_select_dst(set, alg)``
+dispatcher.mark_failed            ``ds_mark_dst("ip")`` in the failure route
+probing.interval                  ``ds_ping_interval`` (whole seconds, rounded up)
+probing.timeout                   not mapped: 5.6 has no ``ds_ping_fr_timer``, pings use fr_timer
+probing.mode / thresholds         ``ds_probing_mode`` / ``ds_probing_threshold`` /
+                                  ``ds_inactive_threshold``
+probing.reply_codes / ping_from   ``ds_ping_reply_codes`` / ``ds_ping_from``
+registrar.db                      ``db_url`` of auth_db, usrloc (``location``), sqlops
+registrar.realm                   realm of ``www_authorize`` / ``proxy_authorize``
+registrar.nonce_lifetime          auth ``nonce_expire``
+registrar.nonce_secret            auth ``secret``
+registrar.qop                     challenge flag 1 (``qop=auth``) / 2 (``auth-int``)
+registrar.algorithms              auth ``algorithm`` (the first one)
+registrar.auth_methods            ``is_method(...)`` guarding route[AUTH]
+registrar.trusted_sources         ``is_in_subnet($si, ...)`` skips auth
+registrar.failure_window          htable ``authfail`` autoexpire
+registrar.max_failures_*          limits per ``ip:`` / ``user:`` key in route[AUTH_FAILED]
+registrar.block_time              htable ``authban`` autoexpire; blocked -> 403 "Blocked"
+registrar.default/min/max_expires registrar ``default_expires`` / ``min_expires`` /
+registrar.min_expires_mode        ``max_expires`` / ``min_expires_mode``
+registrar.max_contacts            ``$xavp(reg=>max_contacts)``; 0 = ``ps_aors.max_contacts``
+registrar.cseq_delay              usrloc ``cseq_delay``
+registrar.purge_interval          usrloc ``timer_interval``
+registrar.forward all|hash|none   ``ds_select(set, 8)`` all / ``ds_select(set, 7, 1)`` on $tU /
+                                  no forwarding; one ``uac_req_send()`` REGISTER per node
+registrar.forward_set             the set given to ``ds_select``
+registrar.domain                  From/To domain of forwarded REGISTERs (else the node's host)
+registrar.path                    ``Path: <sip:ROUTER;lr>`` + ``Supported: path`` on forwards
+forward_retry / expires_margin    not mapped: see ``differences.DIFFERENCES``
+================================  ==============================================================
+
+Kamailio's modules also read the ``version`` table (``location`` 9, ``dispatcher`` 4), which
+the realtime schema does not create yet: :func:`prepare_database` adds it.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from lab.routers.kamailio.config import (
+    DispatcherDestination,
+    KamailioParams,
+    KamailioRole,
+    kamailio_db_url,
+    render_config,
+)
+from lab.routers.kamailio.runner import (
+    KamailioError,
+    KamailioProcess,
+    check_config,
+    kamailio_binary,
+    start_kamailio_config,
+    write_config,
+)
+
+if TYPE_CHECKING:
+    from router.config import RouterConfig
+    from router.registration import RegistrationSettings
+
+__all__ = [
+    "KAMAILIO_TABLE_VERSIONS",
+    "KamailioRouterParams",
+    "prepare_database",
+    "render_router_config",
+    "router_command",
+    "router_params",
+    "router_params_from_dict",
+    "start_kamailio_router",
+    "write_router_config",
+]
+
+KAMAILIO_TABLE_VERSIONS = {"location": 9, "dispatcher": 4}
+"""Rows Kamailio 5.6 checks in its ``version`` table (usrloc-create.sql, dispatcher-create.sql)."""
+
+_METHODS = frozenset(
+    "REGISTER INVITE ACK BYE CANCEL OPTIONS SUBSCRIBE NOTIFY MESSAGE INFO UPDATE REFER PRACK "
+    "PUBLISH".split()
+)
+_ALGORITHMS = ("MD5", "SHA-256")
+
+
+@dataclass(frozen=True, slots=True)
+class KamailioRouterParams:
+    """Kamailio as the router under test (defaults = the reference router's defaults)."""
+
+    listen_ip: str
+    """UDP listen address (127.0.0.x); also the host of the forwarded ``Path``."""
+    db_url: str
+    """Realtime DB URL as ``router.realtime.connect`` takes it (``sqlite:///...``,
+    ``postgresql://...``); converted with :func:`kamailio_db_url`."""
+    listen_port: int = 5060
+    destinations: tuple[DispatcherDestination, ...] = ()
+    """PBX nodes as a list file; empty = the ``dispatcher`` table of :attr:`dispatcher_db`."""
+    dispatcher_db: str | None = None
+    """DB holding the ``dispatcher`` table; None = :attr:`db_url`."""
+    ds_set: int = 1
+    ds_alg: int = 4
+    mark_failed: bool = True
+    probe_interval_s: int = 10
+    probing_mode: int = 1
+    probing_threshold: int = 1
+    inactive_threshold: int = 1
+    ping_reply_codes: str = ""
+    ping_from: str = "sip:dispatcher@localhost"
+    t1_ms: int = 500
+    t2_ms: int = 4000
+    fr_timer_ms: int = 2000
+    fr_inv_timer_ms: int = 40000
+    realm: str = "asterisk"
+    nonce_lifetime_s: int = 300
+    nonce_secret: str | None = None
+    qop: str = "auth"
+    algorithm: str = "MD5"
+    auth_methods: tuple[str, ...] = ("REGISTER", "INVITE", "SUBSCRIBE", "MESSAGE")
+    trusted_sources: tuple[str, ...] = ()
+    """IPs or CIDRs that skip auth."""
+    failure_window_s: int = 60
+    max_failures_per_source: int = 10
+    max_failures_per_user: int = 5
+    block_time_s: int = 300
+    default_expires: int = 3600
+    min_expires: int = 60
+    min_expires_mode: int = 0
+    max_expires: int = 3600
+    max_contacts: int = 0
+    """0 = per AOR from ``ps_aors.max_contacts`` (0/absent there -> 403, as Asterisk)."""
+    cseq_delay_s: int = 20
+    forward: str = "all"
+    forward_set: int = 1
+    domain: str | None = None
+    path: bool = True
+    usrloc_db_mode: int = 1
+    purge_interval_s: int = 60
+    children: int = 1
+    """SIP workers. With SQLite keep 1: db_sqlite 5.6 sets no busy timeout, so two writers
+    colliding get "database is locked" (use PostgreSQL for more workers)."""
+    shm_mb: int = 2048
+    pkg_mb: int = 16
+    debug: int = 1
+    extra_defines: tuple[tuple[str, str | None], ...] = field(default=())
+
+    def __post_init__(self) -> None:
+        if self.forward not in ("all", "hash", "none"):
+            raise ValueError(f"forward must be all, hash or none, got {self.forward!r}")
+        if self.usrloc_db_mode not in (1, 3):
+            raise ValueError("usrloc_db_mode must be 1 or 3 (the location table stays current)")
+        if self.min_expires_mode not in (0, 1):
+            raise ValueError("min_expires_mode must be 0 or 1")
+        if self.qop not in ("", "auth", "auth-int"):
+            raise ValueError(f"qop must be '', 'auth' or 'auth-int', got {self.qop!r}")
+        if self.algorithm not in _ALGORITHMS:
+            raise ValueError(f"algorithm must be one of {_ALGORITHMS}")
+        bad = [m for m in self.auth_methods if m.upper() not in _METHODS]
+        if bad:
+            raise ValueError(f"unknown auth methods {bad}")
+        for source in self.trusted_sources:
+            ipaddress.ip_network(source, strict=False)
+        for text in (self.realm, self.domain or "", self.nonce_secret or "", self.ping_from):
+            if any(c in text for c in '"\\\n\r '):
+                raise ValueError(f"{text!r} cannot be written into kamailio.cfg")
+        times = (self.failure_window_s, self.block_time_s, self.nonce_lifetime_s)
+        if min(times) <= 0 or self.purge_interval_s <= 0:
+            raise ValueError("windows, block time, nonce lifetime and purge interval must be > 0")
+        kamailio_db_url(self.db_url)
+
+    @property
+    def address(self) -> tuple[str, int]:
+        return (self.listen_ip, self.listen_port)
+
+    def kamailio_params(self) -> KamailioParams:
+        """The generic :class:`KamailioParams` with every registrar define filled in."""
+        db = kamailio_db_url(self.db_url)
+        ds_db = None
+        if not self.destinations:
+            ds_db = kamailio_db_url(self.dispatcher_db) if self.dispatcher_db else db
+        return KamailioParams(
+            listen_ip=self.listen_ip,
+            listen_port=self.listen_port,
+            children=self.children,
+            shm_mb=self.shm_mb,
+            pkg_mb=self.pkg_mb,
+            destinations=self.destinations,
+            ds_db_url=ds_db,
+            ds_set=self.ds_set,
+            ds_alg=self.ds_alg,
+            ds_ping_interval=self.probe_interval_s,
+            ds_probing_mode=self.probing_mode,
+            ds_probing_threshold=self.probing_threshold,
+            ds_inactive_threshold=self.inactive_threshold,
+            ds_mark_failed=self.mark_failed,
+            ds_ping_reply_codes=self.ping_reply_codes,
+            db_url=db,
+            fr_timer_ms=self.fr_timer_ms,
+            fr_inv_timer_ms=self.fr_inv_timer_ms,
+            t1_ms=self.t1_ms,
+            t2_ms=self.t2_ms,
+            debug=self.debug,
+            roles=frozenset({KamailioRole.DISPATCHER, KamailioRole.REGISTRAR}),
+            extra_defines=self._registrar_defines(db) + self.extra_defines,
+        )
+
+    def _registrar_defines(self, db: str) -> tuple[tuple[str, str | None], ...]:
+        def q(text: str) -> str:
+            return f'"{text}"'
+
+        flags = {"": 0, "auth": 1, "auth-int": 2}[self.qop]
+        out: list[tuple[str, str | None]] = [
+            ("REALM", q(self.realm)),
+            ("NONCE_EXPIRE", str(self.nonce_lifetime_s)),
+            ("AUTH_ALGORITHM", q(self.algorithm)),
+            ("AUTH_CHALLENGE_FLAGS", str(flags)),
+            ("MAX_FAIL_SOURCE", str(self.max_failures_per_source)),
+            ("MAX_FAIL_USER", str(self.max_failures_per_user)),
+            ("HT_AUTHFAIL", q(f"authfail=>size=10;autoexpire={self.failure_window_s};")),
+            ("HT_AUTHBAN", q(f"authban=>size=8;autoexpire={self.block_time_s};")),
+            ("SQLCON", q(f"ca=>{db}")),
+            ("USRLOC_DB_MODE", str(self.usrloc_db_mode)),
+            ("USRLOC_TIMER_INTERVAL", str(self.purge_interval_s)),
+            ("CSEQ_DELAY", str(self.cseq_delay_s)),
+            ("DEFAULT_EXPIRES", str(self.default_expires)),
+            ("MIN_EXPIRES", str(self.min_expires)),
+            ("MIN_EXPIRES_MODE", str(self.min_expires_mode)),
+            ("MAX_EXPIRES", str(self.max_expires)),
+        ]
+        if self.auth_methods:
+            out.append(("AUTH_METHODS", q("|".join(m.upper() for m in self.auth_methods))))
+        if self.nonce_secret:
+            out.append(("AUTH_SECRET", q(self.nonce_secret)))
+        if self.trusted_sources:
+            nets = [str(ipaddress.ip_network(s, strict=False)) for s in self.trusted_sources]
+            out.append(("TRUSTED_SOURCES", q(",".join(nets))))
+        if self.max_contacts > 0:
+            out.append(("MAX_CONTACTS", str(self.max_contacts)))
+        if self.forward != "none":
+            alg, limit = ("8", "1000") if self.forward == "all" else ("7", "1")
+            out += [
+                ("FORWARD_SET", q(str(self.forward_set))),
+                ("FORWARD_ALG", q(alg)),
+                ("FORWARD_LIMIT", q(limit)),
+            ]
+            if self.path:
+                out.append(("FORWARD_PATH", q(f"{self.listen_ip}:{self.listen_port}")))
+            if self.domain:
+                out.append(("FORWARD_DOMAIN", q(self.domain)))
+        return tuple(out)
+
+
+def _seconds(value: float) -> int:
+    """Kamailio counts these in whole seconds; round up so nothing becomes shorter."""
+    return max(1, math.ceil(value))
+
+
+def router_params(
+    config: RouterConfig, settings: RegistrationSettings, **overrides: Any
+) -> KamailioRouterParams:
+    """The reference router's settings as Kamailio parameters (mapping: module docstring).
+
+    ``overrides`` replace any :class:`KamailioRouterParams` field afterwards (e.g.
+    ``shm_mb=64`` for a small lab run, ``debug=3``).
+
+    Raises:
+        ValueError: no UDP listen address, no DB, or a setting Kamailio cannot express.
+    """
+    from router.features.dispatcher import get_algorithm
+
+    udp = config.listen_by_proto("udp")
+    if not udp:
+        raise ValueError("Kamailio in the lab listens on UDP: the router config has no udp:")
+    if not settings.db:
+        raise ValueError("the Kamailio router needs the realtime DB ([registrar] db)")
+    ds = config.dispatcher
+    destinations: tuple[DispatcherDestination, ...] = ()
+    if ds.db is None and (ds.list_file is not None or ds.destinations):
+        destinations = tuple(
+            DispatcherDestination(
+                uri=str(row["destination"]),
+                setid=int(str(row["setid"])),
+                flags=int(str(row["flags"])),
+                priority=int(str(row["priority"])),
+                attrs=str(row["attrs"]),
+            )
+            for row in config.dispatcher_rows()
+        )
+    probing = ds.probing
+    t = config.timers
+    params = KamailioRouterParams(
+        listen_ip=udp[0][0],
+        listen_port=udp[0][1],
+        db_url=settings.db,
+        destinations=destinations,
+        dispatcher_db=ds.db,
+        ds_set=ds.setid,
+        ds_alg=get_algorithm(ds.algorithm).number,
+        mark_failed=ds.mark_failed,
+        probe_interval_s=_seconds(probing.interval) if probing.interval > 0 else 0,
+        probing_mode=probing.mode,
+        probing_threshold=probing.probing_threshold,
+        inactive_threshold=probing.inactive_threshold,
+        ping_reply_codes=probing.reply_codes,
+        ping_from=probing.ping_from,
+        t1_ms=round(t.t1 * 1000),
+        t2_ms=round(t.t2 * 1000),
+        fr_timer_ms=round(t.fr_timer * 1000),
+        fr_inv_timer_ms=round(t.fr_inv_timer * 1000),
+        realm=settings.realm,
+        nonce_lifetime_s=_seconds(settings.nonce_lifetime),
+        nonce_secret=settings.nonce_secret,
+        qop=settings.qop,
+        algorithm=settings.algorithms[0].upper() if settings.algorithms else "MD5",
+        auth_methods=tuple(m.upper() for m in settings.auth_methods),
+        trusted_sources=tuple(settings.trusted_sources),
+        failure_window_s=_seconds(settings.failure_window),
+        max_failures_per_source=settings.max_failures_per_source,
+        max_failures_per_user=settings.max_failures_per_user,
+        block_time_s=_seconds(settings.block_time),
+        default_expires=settings.default_expires,
+        min_expires=settings.min_expires,
+        min_expires_mode=settings.min_expires_mode,
+        max_expires=settings.max_expires,
+        max_contacts=settings.max_contacts,
+        cseq_delay_s=_seconds(settings.cseq_delay),
+        forward=settings.forward,
+        forward_set=settings.forward_set,
+        domain=settings.domain,
+        path=settings.path,
+        purge_interval_s=_seconds(settings.purge_interval),
+    )
+    return replace(params, **overrides) if overrides else params
+
+
+def router_params_from_dict(
+    data: dict[str, Any], *, source: str = "<config>", **overrides: Any
+) -> KamailioRouterParams:
+    """:func:`router_params` from the router TOML as a dict (``[router]``, ``[timers]``,
+    ``[dispatcher]``, ``[registrar]``), as ``lab.backends.render`` builds it.
+
+    Raises:
+        ConfigError: a bad setting (named as the reference router names it).
+        ValueError: see :func:`router_params`.
+    """
+    from router.config import router_config_from_dict
+    from router.registration import load_settings
+
+    config = router_config_from_dict(data, source=source)
+    settings = load_settings(config.registrar, file=source)
+    return router_params(config, settings, **overrides)
+
+
+def render_router_config(params: KamailioRouterParams, list_file: Path | None = None) -> str:
+    """The full ``kamailio.cfg`` text (``list_file`` only when ``params.destinations``)."""
+    return render_config(params.kamailio_params(), list_file)
+
+
+def prepare_database(db_url: str) -> None:
+    """Create the realtime schema if missing and Kamailio's ``version`` rows.
+
+    usrloc and dispatcher refuse to start unless ``version`` says ``location`` 9 and
+    ``dispatcher`` 4; siplab's schema does not declare that table (yet), so it is added here
+    with Kamailio's own DDL (``utils/kamctl/*/standard-create.sql``). Idempotent.
+
+    Raises:
+        RealtimeError: the DB cannot be opened.
+    """
+    from router.realtime import connect
+
+    db = connect(db_url)
+    try:
+        db.init_schema()
+        with db.transaction():
+            db.execute(
+                'CREATE TABLE IF NOT EXISTS "version" ('
+                '"table_name" VARCHAR(32) NOT NULL, '
+                '"table_version" INTEGER DEFAULT 0 NOT NULL, '
+                'CONSTRAINT "version_table_name_idx" UNIQUE ("table_name"))'
+            )
+            for table, version in KAMAILIO_TABLE_VERSIONS.items():
+                db.execute(
+                    'INSERT INTO "version" ("table_name", "table_version") VALUES (?, ?) '
+                    'ON CONFLICT ("table_name") DO UPDATE SET '
+                    '"table_version" = excluded."table_version"',
+                    (table, version),
+                )
+    finally:
+        db.close()
+
+
+def write_router_config(params: KamailioRouterParams, workdir: Path) -> Path:
+    """Render ``workdir/kamailio.cfg`` (and ``dispatcher.list`` when used); return its path."""
+    return write_config(params.kamailio_params(), workdir)
+
+
+def router_command(
+    params: KamailioRouterParams, workdir: Path, *, binary: str | None = None
+) -> list[str]:
+    """Prepare the DB, write and check the cfg, return the foreground command line.
+
+    For launchers that own the process themselves (``lab.backends``); the argv is the one
+    :func:`start_kamailio_router` runs.
+
+    Raises:
+        KamailioConfigError: the cfg does not parse. KamailioError: Kamailio missing.
+    """
+    exe = binary or kamailio_binary()
+    if exe is None:
+        raise KamailioError("Kamailio is not installed (Debian package kamailio)")
+    prepare_database(params.db_url)
+    base = params.kamailio_params()
+    cfg = write_config(base, workdir)
+    check_config(cfg, base, workdir, binary=exe)
+    rundir = workdir / "run"
+    rundir.mkdir(parents=True, exist_ok=True)
+    return [
+        exe, "-f", str(cfg), "-Y", str(rundir), "-w", str(workdir),
+        "-m", str(base.shm_mb), "-M", str(base.pkg_mb), "-DD", "-E",
+    ]  # fmt: skip
+
+
+def start_kamailio_router(
+    params: KamailioRouterParams,
+    workdir: Path,
+    *,
+    ready_timeout: float = 15.0,
+    probe_ip: str = "127.0.0.1",
+    binary: str | None = None,
+) -> KamailioProcess:
+    """Prepare the DB, render, check and start Kamailio; return once it answers OPTIONS.
+
+    Raises:
+        KamailioConfigError / KamailioError: as :func:`lab.routers.kamailio.start_kamailio`.
+    """
+    prepare_database(params.db_url)
+    base = params.kamailio_params()
+    cfg = write_config(base, workdir)
+    return start_kamailio_config(
+        cfg, base, workdir, ready_timeout=ready_timeout, probe_ip=probe_ip, binary=binary
+    )
+

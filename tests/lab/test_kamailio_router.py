@@ -1,0 +1,456 @@
+"""Kamailio in the router's seat: the reference router's settings, the shared realtime DB.
+
+One Kamailio (dispatcher + registrar roles) runs for the module against a SQLite realtime DB
+provisioned by ``router.realtime``; two SIPp UAS stand in for the PBX nodes (answering
+REGISTER, OPTIONS and INVITE, listed in the ``dispatcher`` table). Addresses 127.0.0.80-89 are
+this file's: .80 Kamailio, .81 phones (untrusted), .82 trusted caller, .83/.84 PBX stand-ins,
+.85 attacker, .86 a phone that answers calls.
+"""
+
+from __future__ import annotations
+
+import secrets
+import socket
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from lab.engines import (
+    SippProcess,
+    SippRun,
+    SippScenario,
+    run_sipp,
+    sipp_binary,
+    start_sipp,
+    start_sipp_uas,
+    uac_call,
+    uac_register,
+    uas_answer,
+    wait_sip_ready,
+)
+from lab.routers.kamailio import (
+    DIFFERENCES,
+    KamailioParams,
+    KamailioProcess,
+    KamailioRouterParams,
+    check_config,
+    difference,
+    kamailio_binary,
+    kamailio_db_url,
+    prepare_database,
+    render_router_config,
+    router_params_from_dict,
+    start_kamailio_router,
+    write_router_config,
+)
+from router.realtime import DispatcherRow, UserCredential, connect, write_sipp_csv
+from router.realtime.schema import LOCATION
+from router.sip import Request, Response, answer_challenge, parse_challenge, parse_untrusted
+
+needs_kamailio = pytest.mark.skipif(
+    kamailio_binary() is None, reason="Kamailio not installed (Debian package kamailio)"
+)
+needs_sipp = pytest.mark.skipif(
+    sipp_binary() is None, reason="SIPp not installed (Debian package sip-tester)"
+)
+
+ROUTER, PHONES, TRUSTED, PBX1, PBX2, ATTACKER, CALLEE = (f"127.0.0.{n}" for n in range(80, 87))
+PORT = 5060
+DOMAIN = "example.test"
+REALM = "asterisk"
+SOURCE_LIMIT = 4
+
+# usrloc 5.6 location columns (utils/kamctl/sqlite/usrloc-create.sql, version 9).
+USRLOC_COLUMNS = (
+    "id ruid username domain contact received path expires q callid cseq last_modified flags "
+    "cflags user_agent socket methods instance reg_id server_id connection_id keepalive "
+    "partition"
+).split()
+
+
+def _router_dict(db_url: str) -> dict[str, object]:
+    """The reference router's TOML, as lab.backends.render builds it."""
+    return {
+        "router": {"listen": [f"udp:{ROUTER}:{PORT}"]},
+        "timers": {"fr_timer": 1.0, "fr_inv_timer": 10.0},
+        "dispatcher": {"algorithm": "4", "db": db_url, "probing": {"interval": 0.5, "mode": 1}},
+        "registrar": {
+            "db": db_url,
+            "realm": REALM,
+            "trusted_sources": [TRUSTED],
+            "max_failures_per_source": SOURCE_LIMIT,
+            "min_expires": 30,
+        },
+    }
+
+
+# -- rendering (no Kamailio needed) --------------------------------------------------------------
+
+
+def test_settings_map_onto_kamailio_params(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/rt.db"
+    params = router_params_from_dict(_router_dict(url), shm_mb=64)
+    assert (params.listen_ip, params.listen_port, params.db_url) == (ROUTER, PORT, url)
+    assert params.probe_interval_s == 1  # 0.5 s rounded up to Kamailio's whole seconds
+    assert (params.fr_timer_ms, params.fr_inv_timer_ms, params.t1_ms) == (1000, 10000, 500)
+    assert params.trusted_sources == (TRUSTED,)
+    assert params.auth_methods == ("REGISTER", "INVITE", "SUBSCRIBE", "MESSAGE")
+    assert (params.min_expires, params.max_expires, params.forward) == (30, 3600, "all")
+    assert params.shm_mb == 64
+    text = render_router_config(params)
+    for line in (
+        "#!define WITH_DISPATCHER",
+        "#!define WITH_REGISTRAR",
+        "#!define DB_SQLITE",
+        f'#!define DB_URL "{url}"',
+        f'#!define DS_DB_URL "{url}"',
+        f'#!define REALM "{REALM}"',
+        "#!define AUTH_CHALLENGE_FLAGS 1",
+        f'#!define TRUSTED_SOURCES "{TRUSTED}/32"',
+        '#!define AUTH_METHODS "REGISTER|INVITE|SUBSCRIBE|MESSAGE"',
+        f"#!define MAX_FAIL_SOURCE {SOURCE_LIMIT}",
+        '#!define HT_AUTHBAN "authban=>size=8;autoexpire=300;"',
+        "#!define USRLOC_DB_MODE 1",
+        "#!define MIN_EXPIRES 30",
+        '#!define FORWARD_ALG "8"',
+        f'#!define FORWARD_PATH "{ROUTER}:{PORT}"',
+        "#!define DS_PING_INTERVAL 1",
+        "#!define RETR_T1 500",
+    ):
+        assert line + "\n" in text, line
+    # ps_auths by column mapping, plaintext password, no copy of the users
+    assert 'modparam("auth_db", "user_column", "username")' in text
+    assert 'modparam("auth_db", "calculate_ha1", yes)' in text
+    assert 'www_authorize(REALM, "ps_auths")' in text
+    assert 'modparam("usrloc", "expires_type", 1)' in text
+
+
+def test_router_params_validation(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/rt.db"
+    with pytest.raises(ValueError, match="forward"):
+        KamailioRouterParams(listen_ip=ROUTER, db_url=url, forward="some")
+    with pytest.raises(ValueError, match="db_mode"):
+        KamailioRouterParams(listen_ip=ROUTER, db_url=url, usrloc_db_mode=2)
+    with pytest.raises(ValueError, match="auth methods"):
+        KamailioRouterParams(listen_ip=ROUTER, db_url=url, auth_methods=("FROB",))
+    with pytest.raises(ValueError, match="SQLite and PostgreSQL"):
+        KamailioRouterParams(listen_ip=ROUTER, db_url="mysql://x/y")
+    with pytest.raises(ValueError, match="registrar role needs db_url"):
+        KamailioParams(listen_ip=ROUTER, ds_db_url=kamailio_db_url(url), roles=frozenset(
+            {__import__("lab.routers.kamailio", fromlist=["KamailioRole"]).KamailioRole.REGISTRAR,
+             __import__("lab.routers.kamailio", fromlist=["KamailioRole"]).KamailioRole.DISPATCHER}
+        ))
+    assert kamailio_db_url("postgresql://u:p@127.0.0.1/rt?sslmode=disable") == (
+        "postgres://u:p@127.0.0.1/rt"
+    )
+    assert kamailio_db_url(str(tmp_path / "x.db")) == f"sqlite://{tmp_path / 'x.db'}"
+    assert kamailio_db_url(f"{url}?busy_timeout_ms=5") == url
+
+
+def test_location_table_has_the_usrloc_columns() -> None:
+    # usrloc 5.6 reads and writes exactly these; expires/last_modified as BIGINT epoch
+    # (expires_type=1), which db_sqlite maps to DB1_BIGINT by the declared type.
+    assert list(LOCATION.column_names()) == USRLOC_COLUMNS
+    types = {c.name: c.type.value for c in LOCATION.columns}
+    assert types["expires"] == types["last_modified"] == "bigint"
+
+
+def test_prepare_database_writes_kamailio_versions(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/rt.db"
+    prepare_database(url)
+    prepare_database(url)  # idempotent
+    db = connect(url)
+    try:
+        rows = dict(db.query('SELECT table_name, table_version FROM "version"'))
+    finally:
+        db.close()
+    assert rows == {"location": 9, "dispatcher": 4}
+
+
+def test_differences_table_names_reasons() -> None:
+    assert {"stale_flag", "qop_default", "min_expires", "forward_retry"} <= set(DIFFERENCES)
+    assert all(len(reason) > 40 for reason in DIFFERENCES.values())
+    assert "flag 16" in difference("stale_flag")
+    with pytest.raises(KeyError, match="unknown Kamailio difference"):
+        difference("nope")
+
+
+@pytest.mark.kamailio
+@needs_kamailio
+def test_rendered_router_config_passes_kamailio_check(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/rt.db"
+    prepare_database(url)
+    for changes in ({}, {"forward": "hash", "max_contacts": 2}, {"forward": "none", "qop": ""}):
+        params = router_params_from_dict(_router_dict(url), **changes)
+        cfg = write_router_config(params, tmp_path / "kam")
+        check_config(cfg, params.kamailio_params(), tmp_path / "kam")
+    # PostgreSQL: the same cfg with db_postgres (kamailio -c does not connect)
+    params = router_params_from_dict(_router_dict("postgresql://k:k@127.0.0.1/rt"))
+    cfg = write_router_config(params, tmp_path / "pg")
+    assert "#!define DB_POSTGRES\n" in cfg.read_text()
+    check_config(cfg, params.kamailio_params(), tmp_path / "pg")
+
+
+# -- Kamailio + SIPp against the shared DB --------------------------------------------------------
+
+
+def _pbx_standin() -> SippScenario:
+    """uas_answer plus a REGISTER branch: 200 OK echoing the Contact (a PBX registrar)."""
+    base = uas_answer()
+    reg = (
+        '  <nop next="end"/>\n  <label id="register"/>\n  <send>\n    <![CDATA[\n\n'
+        "SIP/2.0 200 OK\n[last_Via:]\n[last_From:]\n[last_To:];tag=[pid]P[call_number]\n"
+        "[last_Call-ID:]\n[last_CSeq:]\n[last_Contact:]\nContent-Length: 0\n\n    ]]>\n"
+        "  </send>\n"
+    )
+    xml = base.xml.replace(
+        '  <recv request="OPTIONS"',
+        '  <recv request="REGISTER" optional="true" next="register"/>\n  <recv request="OPTIONS"',
+        1,
+    ).replace('  <label id="end"/>\n', reg + '  <label id="end"/>\n', 1)
+    return SippScenario("pbx_standin", base.role, xml)
+
+
+def _start_pbx(ip: str, workdir: Path) -> SippProcess:
+    run = SippRun(
+        _pbx_standin(), local_ip=ip, local_port=PORT, name="pbx", timeout_s=3600, trace_msg=True
+    )
+    handle = start_sipp(run, workdir)
+    try:
+        wait_sip_ready(ip, PORT, timeout=10, alive=handle.is_running)
+    except TimeoutError:
+        handle.stop()
+        raise
+    return handle
+
+
+@dataclass
+class Lab:
+    kam: KamailioProcess
+    pbx: tuple[SippProcess, SippProcess]
+    users: list[UserCredential]
+    db_url: str
+    workdir: Path
+
+    def location_count(self) -> int:
+        db = connect(self.db_url)
+        try:
+            return db.location_count()
+        finally:
+            db.close()
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+    if kamailio_binary() is None or sipp_binary() is None:
+        pytest.skip("needs Kamailio and SIPp")
+    workdir = tmp_path_factory.mktemp("kamrouter")
+    url = f"sqlite:///{workdir}/realtime.db"
+    db = connect(url)
+    try:
+        db.init_schema()
+        users = db.provision_users(50, 1000, domain=DOMAIN, context="from-phones", seed=9)
+        users += db.provision_users(2, 2000, domain=DOMAIN, context="from-phones", seed=10)
+        db.dispatcher_set(
+            [DispatcherRow(1, f"sip:{PBX1}:{PORT}"), DispatcherRow(1, f"sip:{PBX2}:{PORT}")]
+        )
+    finally:
+        db.close()
+    pbx1 = _start_pbx(PBX1, workdir / "pbx1")
+    try:
+        pbx2 = _start_pbx(PBX2, workdir / "pbx2")
+        try:
+            params = router_params_from_dict(_router_dict(url), shm_mb=128)
+            kam = start_kamailio_router(params, workdir / "kamailio", probe_ip=TRUSTED)
+            try:
+                yield Lab(kam, (pbx1, pbx2), users, url, workdir)
+            finally:
+                kam.stop()
+        finally:
+            pbx2.stop()
+    finally:
+        pbx1.stop()
+
+
+class _Phone:
+    """A raw UDP UAC for exact status checks (one request, one final answer)."""
+
+    def __init__(self, ip: str) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind((ip, 0))
+        self.sock.settimeout(3.0)
+        self.ip, self.port = self.sock.getsockname()
+        self.call_id = secrets.token_hex(8)
+        self.cseq = 0
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def send(self, method: str, user: str, *, auth: tuple[str, str] | None = None) -> Response:
+        self.cseq += 1
+        uri = f"sip:{ROUTER}" if method == "REGISTER" else f"sip:service@{ROUTER}"
+        to = f"sip:{user}@{DOMAIN}" if method == "REGISTER" else uri
+        lines = [
+            f"{method} {uri} SIP/2.0",
+            f"Via: SIP/2.0/UDP {self.ip}:{self.port};branch=z9hG4bK{secrets.token_hex(6)};rport",
+            f"From: <sip:{user}@{DOMAIN}>;tag={self.call_id[:6]}",
+            f"To: <{to}>",
+            f"Call-ID: {self.call_id}",
+            f"CSeq: {self.cseq} {method}",
+            f"Contact: <sip:{user}@{self.ip}:{self.port}>",
+            "Expires: 60",
+            "Max-Forwards: 70",
+        ]
+        if auth is not None:
+            header, value = auth
+            lines.append(f"{header}: {value}")
+        lines.append("Content-Length: 0")
+        self.sock.sendto(("\r\n".join(lines) + "\r\n\r\n").encode(), (ROUTER, PORT))
+        while True:
+            message = parse_untrusted(self.sock.recvfrom(65535)[0])
+            assert not isinstance(message, Request)
+            if message.status >= 200:
+                return message
+
+    def register_with(self, user: str, password: str) -> Response:
+        """REGISTER, answer the 401 with ``password``; the second answer."""
+        first = self.send("REGISTER", user)
+        assert first.status == 401, first
+        challenge = parse_challenge(first.headers.get("WWW-Authenticate") or "")
+        creds = answer_challenge(challenge, "REGISTER", f"sip:{ROUTER}", user, password)
+        return self.send("REGISTER", user, auth=("Authorization", str(creds)))
+
+
+def _register_all(lab: Lab, users: list[UserCredential], name: str, **run: object) -> object:
+    csv = lab.workdir / f"{name}.csv"
+    write_sipp_csv(csv, users)
+    sipp = SippRun(
+        uac_register(120),
+        local_ip=PHONES,
+        remote=lab.kam.address,
+        rate=100,
+        max_calls=len(users),
+        injection=csv,
+        timeout_s=15,
+        name=name,
+        **run,  # type: ignore[arg-type]
+    )
+    return run_sipp(sipp, lab.workdir / name)
+
+
+@pytest.mark.kamailio
+@pytest.mark.sipp
+@needs_kamailio
+@needs_sipp
+def test_fifty_users_register_with_digest_and_are_forwarded_with_path(lab: Lab) -> None:
+    users = lab.users[:50]
+    result = _register_all(lab, users, "register50")
+    assert (result.successful, result.failed) == (50, 0)  # type: ignore[attr-defined]
+    assert result.count("401") == 50  # type: ignore[attr-defined]
+    assert lab.location_count() == 50
+    db = connect(lab.db_url)
+    try:
+        rows = db.query("SELECT username, contact, expires, callid FROM location")
+    finally:
+        db.close()
+    assert {r[0] for r in rows} == {u.username for u in users}
+    # expires is epoch seconds (expires_type=1), about now + 120
+    assert all(r[2] > 1_000_000_000 for r in rows)
+    # each forwarded REGISTER reached both PBX stand-ins, with the router's Path
+    for pbx in lab.pbx:
+        log = pbx.workdir / "pbx_messages.log"
+        text = log.read_text(errors="replace")
+        assert text.count("REGISTER sip:") >= 50
+        assert f"Path: <sip:{ROUTER}:{PORT};lr>" in text
+        assert "Supported: path" in text
+        assert "sip:1000@" + pbx.run.local_ip in text  # From/To = AOR @ node host
+
+
+@pytest.mark.kamailio
+@needs_kamailio
+def test_wrong_password_is_challenged_again_then_the_source_is_blocked(lab: Lab) -> None:
+    attacker, other = _Phone(ATTACKER), _Phone(PHONES)
+    try:
+        first = attacker.send("REGISTER", "2000")
+        assert first.status == 401
+        challenge = first.headers.get("WWW-Authenticate") or ""
+        assert f'realm="{REALM}"' in challenge and 'qop="auth"' in challenge
+        # wrong password: 401 again with a fresh challenge (not 403), SOURCE_LIMIT-1 times
+        for n in range(SOURCE_LIMIT - 1):
+            answer = attacker.register_with(f"{2000 + n % 2}", "not-the-password")
+            assert (answer.status, answer.reason) == (401, "Unauthorized"), n
+        # the failure that reaches the per-source limit is answered 403 and blocks the IP
+        assert attacker.register_with("2000", "still-wrong").status == 403
+        blocked = attacker.send("REGISTER", "2001")
+        assert (blocked.status, blocked.reason) == (403, "Blocked")
+        # other sources are not affected
+        assert other.send("REGISTER", "2001").status == 401
+    finally:
+        attacker.close()
+        other.close()
+
+
+@pytest.mark.kamailio
+@needs_kamailio
+def test_untrusted_invite_gets_407_and_trusted_skips_auth(lab: Lab) -> None:
+    phone = _Phone(PHONES)
+    try:
+        answer = phone.send("INVITE", "1001")
+        assert answer.status == 407
+        assert f'realm="{REALM}"' in (answer.headers.get("Proxy-Authenticate") or "")
+        # a good password (proxy_authorize) gets the INVITE dispatched
+        challenge = parse_challenge(answer.headers.get("Proxy-Authenticate") or "")
+        password = next(u.password for u in lab.users if u.username == "1001")
+        creds = answer_challenge(challenge, "INVITE", f"sip:service@{ROUTER}", "1001", password)
+        phone.send("ACK", "1001")
+        reply = phone.send("INVITE", "1001", auth=("Proxy-Authorization", str(creds)))
+        assert reply.status == 200
+    finally:
+        phone.close()
+
+
+@pytest.mark.kamailio
+@pytest.mark.sipp
+@needs_kamailio
+@needs_sipp
+def test_calls_are_dispatched_over_both_pbx_nodes(lab: Lab) -> None:
+    before = [p.result().count("INVITE") for p in lab.pbx]
+    run = SippRun(
+        uac_call(0), local_ip=TRUSTED, remote=lab.kam.address, rate=100, max_calls=100,
+        timeout_s=15,
+    )  # fmt: skip
+    result = run_sipp(run, lab.workdir / "calls")
+    assert (result.successful, result.failed) == (100, 0)
+    after = [p.result().count("INVITE") for p in lab.pbx]
+    offered = [a - b for a, b in zip(after, before, strict=True)]
+    assert sum(offered) == 100
+    assert min(offered) >= 45  # round robin over the two nodes
+    # OPTIONS keepalives (ds_probing_mode 1, 1 s) reached both nodes
+    assert all(p.result().count("OPTIONS") >= 1 for p in lab.pbx)
+
+
+@pytest.mark.kamailio
+@pytest.mark.sipp
+@needs_kamailio
+@needs_sipp
+def test_call_from_a_pbx_node_reaches_the_registered_phone(lab: Lab) -> None:
+    phone_port = 5072
+    user = next(u for u in lab.users if u.username == "2001")
+    reg = _register_all(lab, [user], "register_callee", local_port=phone_port)
+    assert (reg.successful, reg.failed) == (1, 0)  # type: ignore[attr-defined]
+    # run_sipp used PHONES; the phone that answers calls is a UAS on that contact
+    callee = start_sipp_uas(PHONES, phone_port, lab.workdir, name="callee")
+    try:
+        run = SippRun(
+            uac_call(0, to_user="2001"), local_ip=PBX1, remote=lab.kam.address, rate=10,
+            max_calls=3, timeout_s=10, name="from_pbx",
+        )  # fmt: skip
+        result = run_sipp(run, lab.workdir / "from_pbx")
+    finally:
+        answered = callee.stop()
+    assert (result.successful, result.failed) == (3, 0)
+    assert answered.count("INVITE") == 3
+    assert answered.count("BYE") == 3
+    assert CALLEE  # .86 is reserved for a second phone
