@@ -192,11 +192,11 @@ class RouterCore:
         if isinstance(message, Request):
             self.metrics.inc("requests_total", method=message.method)
             try:
-                top = message.headers.values("via")[0]
-                stamped = add_received_rport(message.top_via, inbound.source)
-                if str(stamped) != top:
+                top = message.top_via
+                stamped = add_received_rport(top, inbound.source)
+                if stamped is not top:
                     message.headers.pop_first_value("Via")
-                    message.headers.prepend("Via", str(stamped))
+                    message.headers.prepend_via(stamped)
                 self.events.message("in", message, inbound.source, transport=inbound.transport, data=data)
                 self._transports[id(message)] = inbound.transport
                 self.layer.receive_request(message, inbound.source, now=now, reliable=reliable)

@@ -75,7 +75,9 @@ def dispatch_failure(ctx: RequestContext, failure: BranchFailure) -> None:
     if ctx.t_is_canceled():
         return
     if failure.timed_out or failure.status == 408 or 500 <= failure.status <= 599:
-        if ctx.mark_failed_inactive:
+        # A node that said nothing at all is marked inactive at once (probing brings it back);
+        # one that answered 5xx is alive, maybe busy: try the next one but keep it in the set.
+        if ctx.mark_failed_inactive and failure.timed_out and not failure.replied:
             ctx.ds_mark_dst("ip")
         if ctx.ds_next_dst():
             ctx.t_on_failure(dispatch_failure)

@@ -36,6 +36,7 @@ from router.sip import (
     Request,
     Response,
     SipUri,
+    Via,
     make_response,
     new_branch,
     parse_uri,
@@ -136,18 +137,20 @@ def loop_hash(request: Request) -> str:
     the request received (before translation), the topmost Via header, and the sequence number
     from CSeq header field, in addition to any Proxy-Require and Proxy-Authorization".
     """
-    h = hashlib.md5(usedforsecurity=False)
-    for part in (
-        request.uri,
-        request.headers.get("to") or "",
-        request.headers.get("from") or "",
-        request.headers.get("call-id") or "",
-        str(request.cseq.seq),
-        request.headers.get("proxy-require") or "",
-    ):
-        h.update(part.encode())
-        h.update(b"\x00")
-    return h.hexdigest()[:12]
+    headers = request.headers
+    # One digest of "part NUL part NUL ...": the same bytes as feeding the parts one by one.
+    text = "\x00".join(
+        (
+            request.uri,
+            headers.get("to") or "",
+            headers.get("from") or "",
+            headers.get("call-id") or "",
+            str(request.cseq.seq),
+            headers.get("proxy-require") or "",
+            "",
+        )
+    )
+    return hashlib.md5(text.encode(), usedforsecurity=False).hexdigest()[:12]
 
 
 class ProxyCore:
@@ -195,8 +198,8 @@ class ProxyCore:
         for route in reversed(target.routes):
             req.headers.prepend("Route", route)
         branch = f"{new_branch()}.{loop_hash(ctx.request)}"
-        transport = target.transport.upper()
-        req.headers.prepend("Via", f"SIP/2.0/{transport} {self.via_sent_by};branch={branch};rport")
+        via = Via(target.transport.upper(), self.config.host, self.config.port, (("branch", branch), ("rport", None)))
+        req.headers.prepend_via(via)  # "SIP/2.0/UDP host:port;branch=...;rport", kept parsed
         return req
 
     def relay(self, ctx: ResponseContext, target: Target, now: float) -> Branch:
@@ -227,8 +230,8 @@ class ProxyCore:
             req.headers.set("Max-Forwards", str(max(mf - 1, 0)))
         top = request.vias[0].branch or ""
         digest = hashlib.md5(top.encode(), usedforsecurity=False).hexdigest()[:16]
-        req.headers.prepend(
-            "Via", f"SIP/2.0/{transport.upper()} {self.via_sent_by};branch={MAGIC}sl{digest};rport"
+        req.headers.prepend_via(
+            Via(transport.upper(), self.config.host, self.config.port, (("branch", f"{MAGIC}sl{digest}"), ("rport", None)))
         )
         return req
 

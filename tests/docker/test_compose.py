@@ -23,7 +23,7 @@ from lab.docker.compose import (
     to_yaml,
     write_compose,
 )
-from lab.topology import PbxSpec, Topology
+from lab.topology import PbxSpec, RouterSpec, Topology
 
 ALLOWED_KEYS = {
     "image",
@@ -42,7 +42,6 @@ ALLOWED_KEYS = {
 
 def _services(tmp_path: Path, topology: Topology, **backend: str) -> list[ServiceSpec]:
     b = DockerBackend(**backend)  # type: ignore[arg-type]
-    p = plan(topology, tmp_path)
     with_db = b.db == "postgres"
     url = f"postgresql://siplab:siplab@{db_host(topology.net)}:5432/siplab" if with_db else None
     p = plan(topology, tmp_path, db_url=url)
@@ -121,8 +120,7 @@ def test_compose_asterisk_needs_postgres(tmp_path: Path) -> None:
 
 
 def test_compose_rejects_kamailio_router_in_containers(tmp_path: Path) -> None:
-    topology = Topology.__new__(Topology)
-    topology = Topology(net=77, pbx_count=1, router=type(Topology().router)(kind="kamailio"))
+    topology = Topology(net=77, pbx_count=1, router=RouterSpec(kind="kamailio"))
     with pytest.raises(LabError, match="kamailio"):
         _services(tmp_path, topology)
 

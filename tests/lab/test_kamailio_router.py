@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import secrets
 import socket
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +20,7 @@ import pytest
 
 from lab.engines import (
     SippProcess,
+    SippResult,
     SippRun,
     SippScenario,
     run_sipp,
@@ -34,6 +36,7 @@ from lab.routers.kamailio import (
     DIFFERENCES,
     KamailioParams,
     KamailioProcess,
+    KamailioRole,
     KamailioRouterParams,
     check_config,
     difference,
@@ -137,11 +140,9 @@ def test_router_params_validation(tmp_path: Path) -> None:
         KamailioRouterParams(listen_ip=ROUTER, db_url=url, auth_methods=("FROB",))
     with pytest.raises(ValueError, match="SQLite and PostgreSQL"):
         KamailioRouterParams(listen_ip=ROUTER, db_url="mysql://x/y")
+    both = frozenset({KamailioRole.REGISTRAR, KamailioRole.DISPATCHER})
     with pytest.raises(ValueError, match="registrar role needs db_url"):
-        KamailioParams(listen_ip=ROUTER, ds_db_url=kamailio_db_url(url), roles=frozenset(
-            {__import__("lab.routers.kamailio", fromlist=["KamailioRole"]).KamailioRole.REGISTRAR,
-             __import__("lab.routers.kamailio", fromlist=["KamailioRole"]).KamailioRole.DISPATCHER}
-        ))
+        KamailioParams(listen_ip=ROUTER, ds_db_url=kamailio_db_url(url), roles=both)
     assert kamailio_db_url("postgresql://u:p@127.0.0.1/rt?sslmode=disable") == (
         "postgres://u:p@127.0.0.1/rt"
     )
@@ -275,7 +276,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
 
 
 class _Phone:
-    """A raw UDP UAC for exact status checks (one request, one final answer)."""
+    """A raw UDP UAC for exact status checks (one request, its final answer)."""
 
     def __init__(self, ip: str) -> None:
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -283,52 +284,97 @@ class _Phone:
         self.sock.settimeout(3.0)
         self.ip, self.port = self.sock.getsockname()
         self.call_id = secrets.token_hex(8)
+        self.tag = secrets.token_hex(3)
         self.cseq = 0
 
     def close(self) -> None:
         self.sock.close()
 
-    def send(self, method: str, user: str, *, auth: tuple[str, str] | None = None) -> Response:
-        self.cseq += 1
+    def send(
+        self,
+        method: str,
+        user: str,
+        *,
+        auth: tuple[str, str] | None = None,
+        dialog: Response | None = None,
+    ) -> Response | None:
+        """Send one request; return its final response (None for ACK).
+
+        ``dialog``: the 2xx of an INVITE; the request then goes to its Contact through its
+        Record-Route (RFC 3261 §12.2.1.1), with its To tag.
+        """
+        if method != "ACK":
+            self.cseq += 1
         uri = f"sip:{ROUTER}" if method == "REGISTER" else f"sip:service@{ROUTER}"
-        to = f"sip:{user}@{DOMAIN}" if method == "REGISTER" else uri
+        to = f"<sip:{user}@{DOMAIN}>" if method == "REGISTER" else f"<{uri}>"
+        extra: list[str] = []
+        if dialog is not None:
+            to = dialog.headers.get("To") or to
+            uri = str(dialog.contacts[0].uri)
+            extra = [f"Route: {r}" for r in reversed(dialog.headers.values("Record-Route"))]
         lines = [
             f"{method} {uri} SIP/2.0",
             f"Via: SIP/2.0/UDP {self.ip}:{self.port};branch=z9hG4bK{secrets.token_hex(6)};rport",
-            f"From: <sip:{user}@{DOMAIN}>;tag={self.call_id[:6]}",
-            f"To: <{to}>",
+            f"From: <sip:{user}@{DOMAIN}>;tag={self.tag}",
+            f"To: {to}",
             f"Call-ID: {self.call_id}",
             f"CSeq: {self.cseq} {method}",
             f"Contact: <sip:{user}@{self.ip}:{self.port}>",
             "Expires: 60",
             "Max-Forwards: 70",
+            *extra,
         ]
         if auth is not None:
-            header, value = auth
-            lines.append(f"{header}: {value}")
+            lines.append(f"{auth[0]}: {auth[1]}")
         lines.append("Content-Length: 0")
         self.sock.sendto(("\r\n".join(lines) + "\r\n\r\n").encode(), (ROUTER, PORT))
+        if method == "ACK":
+            return None
         while True:
             message = parse_untrusted(self.sock.recvfrom(65535)[0])
             assert not isinstance(message, Request)
-            if message.status >= 200:
+            if message.status >= 200 and message.cseq.method == method:
                 return message
+
+    def final(self, method: str, user: str, **kw: object) -> Response:
+        answer = self.send(method, user, **kw)  # type: ignore[arg-type]
+        assert answer is not None
+        return answer
 
     def register_with(self, user: str, password: str) -> Response:
         """REGISTER, answer the 401 with ``password``; the second answer."""
-        first = self.send("REGISTER", user)
+        first = self.final("REGISTER", user)
         assert first.status == 401, first
         challenge = parse_challenge(first.headers.get("WWW-Authenticate") or "")
         creds = answer_challenge(challenge, "REGISTER", f"sip:{ROUTER}", user, password)
-        return self.send("REGISTER", user, auth=("Authorization", str(creds)))
+        return self.final("REGISTER", user, auth=("Authorization", str(creds)))
 
 
-def _register_all(lab: Lab, users: list[UserCredential], name: str, **run: object) -> object:
+def _trace_count(pbx: SippProcess, start_line: str) -> int:
+    """Requests received by a PBX stand-in whose start line begins with ``start_line``."""
+    log = pbx.workdir / f"{pbx.run.stem}_messages.log"
+    text = log.read_text(errors="replace") if log.exists() else ""
+    return sum(1 for line in text.splitlines() if line.startswith(start_line))
+
+
+def _wait_for(read: Callable[[], list[int]], total: int = 100, timeout: float = 3.0) -> list[int]:
+    """Poll ``read`` until its sum reaches ``total`` (or the deadline); the last reading."""
+    deadline = time.monotonic() + timeout
+    values = read()
+    while sum(values) < total and time.monotonic() < deadline:
+        time.sleep(0.05)
+        values = read()
+    return values
+
+
+def _register_all(
+    lab: Lab, users: list[UserCredential], name: str, ip: str = PHONES, **run: object
+) -> SippResult:
     csv = lab.workdir / f"{name}.csv"
     write_sipp_csv(csv, users)
     sipp = SippRun(
         uac_register(120),
-        local_ip=PHONES,
+        local_ip=ip,
         remote=lab.kam.address,
         rate=100,
         max_calls=len(users),
@@ -347,8 +393,8 @@ def _register_all(lab: Lab, users: list[UserCredential], name: str, **run: objec
 def test_fifty_users_register_with_digest_and_are_forwarded_with_path(lab: Lab) -> None:
     users = lab.users[:50]
     result = _register_all(lab, users, "register50")
-    assert (result.successful, result.failed) == (50, 0)  # type: ignore[attr-defined]
-    assert result.count("401") == 50  # type: ignore[attr-defined]
+    assert (result.successful, result.failed) == (50, 0)
+    assert result.count("401") == 50
     assert lab.location_count() == 50
     db = connect(lab.db_url)
     try:
@@ -360,9 +406,8 @@ def test_fifty_users_register_with_digest_and_are_forwarded_with_path(lab: Lab) 
     assert all(r[2] > 1_000_000_000 for r in rows)
     # each forwarded REGISTER reached both PBX stand-ins, with the router's Path
     for pbx in lab.pbx:
-        log = pbx.workdir / "pbx_messages.log"
-        text = log.read_text(errors="replace")
-        assert text.count("REGISTER sip:") >= 50
+        assert _wait_for(lambda p=pbx: [_trace_count(p, "REGISTER sip:")], 50) >= [50]
+        text = (pbx.workdir / "pbx_messages.log").read_text(errors="replace")
         assert f"Path: <sip:{ROUTER}:{PORT};lr>" in text
         assert "Supported: path" in text
         assert "sip:1000@" + pbx.run.local_ip in text  # From/To = AOR @ node host
@@ -373,7 +418,7 @@ def test_fifty_users_register_with_digest_and_are_forwarded_with_path(lab: Lab) 
 def test_wrong_password_is_challenged_again_then_the_source_is_blocked(lab: Lab) -> None:
     attacker, other = _Phone(ATTACKER), _Phone(PHONES)
     try:
-        first = attacker.send("REGISTER", "2000")
+        first = attacker.final("REGISTER", "2000")
         assert first.status == 401
         challenge = first.headers.get("WWW-Authenticate") or ""
         assert f'realm="{REALM}"' in challenge and 'qop="auth"' in challenge
@@ -383,10 +428,10 @@ def test_wrong_password_is_challenged_again_then_the_source_is_blocked(lab: Lab)
             assert (answer.status, answer.reason) == (401, "Unauthorized"), n
         # the failure that reaches the per-source limit is answered 403 and blocks the IP
         assert attacker.register_with("2000", "still-wrong").status == 403
-        blocked = attacker.send("REGISTER", "2001")
+        blocked = attacker.final("REGISTER", "2001")
         assert (blocked.status, blocked.reason) == (403, "Blocked")
         # other sources are not affected
-        assert other.send("REGISTER", "2001").status == 401
+        assert other.final("REGISTER", "2001").status == 401
     finally:
         attacker.close()
         other.close()
@@ -394,19 +439,22 @@ def test_wrong_password_is_challenged_again_then_the_source_is_blocked(lab: Lab)
 
 @pytest.mark.kamailio
 @needs_kamailio
-def test_untrusted_invite_gets_407_and_trusted_skips_auth(lab: Lab) -> None:
+def test_untrusted_invite_gets_407_then_is_dispatched_with_credentials(lab: Lab) -> None:
     phone = _Phone(PHONES)
     try:
-        answer = phone.send("INVITE", "1001")
+        answer = phone.final("INVITE", "1001")
         assert answer.status == 407
         assert f'realm="{REALM}"' in (answer.headers.get("Proxy-Authenticate") or "")
-        # a good password (proxy_authorize) gets the INVITE dispatched
+        # the 407 came from sl (stateless): no ACK is needed, a new INVITE answers it
         challenge = parse_challenge(answer.headers.get("Proxy-Authenticate") or "")
         password = next(u.password for u in lab.users if u.username == "1001")
         creds = answer_challenge(challenge, "INVITE", f"sip:service@{ROUTER}", "1001", password)
-        phone.send("ACK", "1001")
-        reply = phone.send("INVITE", "1001", auth=("Proxy-Authorization", str(creds)))
-        assert reply.status == 200
+        ok = phone.final("INVITE", "1001", auth=("Proxy-Authorization", str(creds)))
+        assert ok.status == 200
+        assert ok.headers.values("Record-Route") == [f"<sip:{ROUTER};lr>"]
+        phone.send("ACK", "1001", dialog=ok)
+        bye = phone.final("BYE", "1001", dialog=ok)
+        assert bye.status == 200  # in-dialog: loose_route through the router to the PBX
     finally:
         phone.close()
 
@@ -416,19 +464,19 @@ def test_untrusted_invite_gets_407_and_trusted_skips_auth(lab: Lab) -> None:
 @needs_kamailio
 @needs_sipp
 def test_calls_are_dispatched_over_both_pbx_nodes(lab: Lab) -> None:
-    before = [p.result().count("INVITE") for p in lab.pbx]
     run = SippRun(
         uac_call(0), local_ip=TRUSTED, remote=lab.kam.address, rate=100, max_calls=100,
-        timeout_s=15,
+        timeout_s=15, service="dispatched",
     )  # fmt: skip
     result = run_sipp(run, lab.workdir / "calls")
     assert (result.successful, result.failed) == (100, 0)
-    after = [p.result().count("INVITE") for p in lab.pbx]
-    offered = [a - b for a, b in zip(after, before, strict=True)]
+    # the stand-ins' message traces (SIPp writes them as it goes; wait for the last lines)
+    offered = _wait_for(lambda: [_trace_count(p, "INVITE sip:dispatched@") for p in lab.pbx])
     assert sum(offered) == 100
-    assert min(offered) >= 45  # round robin over the two nodes
-    # OPTIONS keepalives (ds_probing_mode 1, 1 s) reached both nodes
-    assert all(p.result().count("OPTIONS") >= 1 for p in lab.pbx)
+    assert min(offered) >= 45  # round robin (alg 4) over the two nodes
+    assert all(_trace_count(p, "BYE sip:") >= n for p, n in zip(lab.pbx, offered, strict=True))
+    # OPTIONS keepalives (ds_probing_mode 1 every second) reach both nodes
+    assert all(_trace_count(p, "OPTIONS sip:") >= 1 for p in lab.pbx)
 
 
 @pytest.mark.kamailio
@@ -438,11 +486,12 @@ def test_calls_are_dispatched_over_both_pbx_nodes(lab: Lab) -> None:
 def test_call_from_a_pbx_node_reaches_the_registered_phone(lab: Lab) -> None:
     phone_port = 5072
     user = next(u for u in lab.users if u.username == "2001")
-    reg = _register_all(lab, [user], "register_callee", local_port=phone_port)
-    assert (reg.successful, reg.failed) == (1, 0)  # type: ignore[attr-defined]
-    # run_sipp used PHONES; the phone that answers calls is a UAS on that contact
-    callee = start_sipp_uas(PHONES, phone_port, lab.workdir, name="callee")
+    reg = _register_all(lab, [user], "register_callee", ip=CALLEE, local_port=phone_port)
+    assert (reg.successful, reg.failed) == (1, 0)
+    # the phone that registered sip:2001@CALLEE:5072 now answers calls on that contact
+    callee = start_sipp_uas(CALLEE, phone_port, lab.workdir, name="callee")
     try:
+        # from a dispatcher node (ds_is_from_list): no auth, lookup("location"), relay
         run = SippRun(
             uac_call(0, to_user="2001"), local_ip=PBX1, remote=lab.kam.address, rate=10,
             max_calls=3, timeout_s=10, name="from_pbx",
@@ -453,4 +502,10 @@ def test_call_from_a_pbx_node_reaches_the_registered_phone(lab: Lab) -> None:
     assert (result.successful, result.failed) == (3, 0)
     assert answered.count("INVITE") == 3
     assert answered.count("BYE") == 3
-    assert CALLEE  # .86 is reserved for a second phone
+    # a user without a binding: 404 from lookup
+    run = SippRun(
+        uac_call(0, to_user="1999"), local_ip=PBX1, remote=lab.kam.address, max_calls=1,
+        timeout_s=5, name="unknown",
+    )  # fmt: skip
+    missing = run_sipp(run, lab.workdir / "unknown")
+    assert missing.failed == 1
