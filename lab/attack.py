@@ -22,10 +22,10 @@ from __future__ import annotations
 import ipaddress
 import os
 import shutil
+import subprocess
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import trio
 
@@ -68,11 +68,16 @@ class CrackResult:
     cracked: bool
     password: str | None
     """The password svcrack reported (None when not cracked)."""
-    attempts: int
-    """Passwords tried: the dictionary position of the found one, else the whole list.
-    svcrack tries the dictionary in order and stops at the first 200 OK."""
+    attempts: int | None
+    """Passwords tried: the dictionary position of the found one (svcrack tries the
+    dictionary in order and stops at the first 200 OK), the whole list once svcrack said
+    "no more passwords", None when it was killed before either."""
+    exhausted: bool
+    """svcrack went through the whole dictionary."""
     timed_out: bool
-    """True when the run hit ``max_time`` and was killed."""
+    """True when the run hit ``max_time`` and was killed. svcrack lingers about 10 s after
+    its last password whatever ``--maximumtime`` says, so a short ``max_time`` is the normal
+    way to end a run that found nothing."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,18 +132,35 @@ async def _run(
     with tempfile.TemporaryDirectory(prefix="siplab-sipvicious-") as home:
         argv = [tool, *(a.replace("{home}", home) for a in args)]
         for name, content in (files or {}).items():
-            Path(home, name).write_text(content, encoding="utf-8")
+            await trio.Path(home, name).write_text(content, encoding="utf-8")
         env = {**os.environ, "HOME": home}
-        returncode: int | None = None
-        stdout = stderr = b""
-        with trio.move_on_after(max_time):
-            done = await trio.run_process(
-                argv, capture_stdout=True, capture_stderr=True, check=False, env=env, cwd=home
-            )
-            returncode, stdout, stderr = done.returncode, done.stdout, done.stderr
-        return ToolRun(
-            argv, returncode, stdout.decode("utf-8", "replace"), stderr.decode("utf-8", "replace")
+        out, err = bytearray(), bytearray()
+        proc = await trio.lowlevel.open_process(
+            argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=home
         )
+        # Read the pipes ourselves rather than trio.run_process(capture_...): when the bound
+        # kills the tool, what it printed so far is still the evidence we want.
+        async with trio.open_nursery() as nursery:
+            assert proc.stdout is not None
+            assert proc.stderr is not None
+            nursery.start_soon(_collect, proc.stdout, out)
+            nursery.start_soon(_collect, proc.stderr, err)
+            with trio.move_on_after(max_time) as bound:
+                await proc.wait()
+            if bound.cancelled_caught:
+                proc.kill()
+                await proc.wait()
+        return ToolRun(
+            argv,
+            None if bound.cancelled_caught else proc.returncode,
+            out.decode("utf-8", "replace"),
+            err.decode("utf-8", "replace"),
+        )
+
+
+async def _collect(stream: trio.abc.ReceiveStream, into: bytearray) -> None:
+    while chunk := await stream.receive_some(65536):
+        into += chunk
 
 
 def _common(target: Address, bind_ip: str, select_timeout: float | None) -> list[str]:
@@ -195,17 +217,20 @@ async def svwar(
     method: str = "REGISTER",
     domain: str | None = None,
     force: bool = False,
+    idle: float = 2.0,
     max_time: float = 60.0,
     select_timeout: float | None = None,
 ) -> list[Extension]:
     """Enumerate ``extensions`` ("100-199,300" or a range) on ``target`` with svwar.
 
     ``force`` skips svwar's initial sanity check (a random extension that must not exist).
+    ``idle`` is the tool's ``--maximumtime`` (seconds without an answer before it stops);
+    ``max_time`` the wall-clock bound at which the process is killed.
     """
     if isinstance(extensions, range):
         extensions = f"{extensions.start}-{extensions.stop - 1}"
     args = [*_common(target, bind_ip, select_timeout), "-e", extensions, "-m", method]
-    args += ["--maximumtime", str(max(1, int(max_time)))]
+    args += ["--maximumtime", str(max(1, round(idle)))]
     if domain:
         args += ["--domain", domain]
     if force:
@@ -221,21 +246,37 @@ async def svcrack(
     *,
     bind_ip: str = "127.0.0.1",
     domain: str | None = None,
-    max_time: float = 60.0,
+    idle: float = 2.0,
+    max_time: float = 15.0,
     select_timeout: float | None = None,
 ) -> CrackResult:
-    """Try ``passwords`` (in order) for ``user`` on ``target`` with svcrack."""
-    args = [*_common(target, bind_ip, select_timeout), "-u", user, "-d", "{home}/passwords.txt"]
-    args += ["--maximumtime", str(max(1, int(max_time)))]
+    """Try ``passwords`` (in order) for ``user`` on ``target`` with svcrack.
+
+    ``idle``: the tool's ``--maximumtime`` (it waits that long after the last password);
+    ``max_time``: the wall-clock bound at which the process is killed.
+    """
+    args = [*_common(target, bind_ip, select_timeout), "-v", "-u", user]
+    args += ["-d", "{home}/passwords.txt"]
+    args += ["--maximumtime", str(max(1, round(idle)))]
     if domain:
         args += ["--domain", domain]
     dictionary = "".join(f"{p}\n" for p in passwords)
     run = await _run(
         "sipvicious_svcrack", [*args, target[0]], max_time, {"passwords.txt": dictionary}
     )
-    found = next((row[1] for row in parse_table(run.stdout) if len(row) >= 2 and row[0] == user), None)
+    found = next(
+        (row[1] for row in parse_table(run.stdout) if len(row) >= 2 and row[0] == user), None
+    )
+    if found is None:
+        # The table is printed only at exit; a killed run still logged its success.
+        marker = f"The password for {user} is "
+        for line in run.stderr.splitlines():
+            if marker in line:
+                found = line.split(marker, 1)[1].strip()
+    exhausted = "no more passwords" in run.stderr
+    attempts: int | None = None
     if found is not None and found in passwords:
         attempts = list(passwords).index(found) + 1
-    else:
+    elif exhausted:
         attempts = len(passwords)
-    return CrackResult(user, found is not None, found, attempts, run.returncode is None)
+    return CrackResult(user, found is not None, found, attempts, exhausted, run.returncode is None)

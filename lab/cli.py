@@ -305,7 +305,9 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     )
     up.add_argument("--topology", help="topology TOML (default: router + 3 PBX nodes)")
     up.add_argument("--pbx", type=int, help="number of PBX nodes")
-    up.add_argument("--pbx-kind", choices=["emulator", "sipp"], help="PBX implementation")
+    up.add_argument(
+        "--pbx-kind", choices=["emulator", "sipp", "asterisk"], help="PBX implementation"
+    )
     up.add_argument("--backend", default="local", choices=backend_names())
     up.add_argument("--db", help="realtime DB URL (default: SQLite in the run folder)")
     up.add_argument("--time-scale", type=float, help="multiply every timer (0.1 = 10x faster)")

@@ -8,29 +8,52 @@ lab.pytest_plugin``). Fixtures:
   Before each test the cheap resets run: fault rules cleared, paused nodes resumed, killed nodes
   restarted. The run folder is ``runs/pytest-<time>/`` under the rootdir.
 - ``faults``: add/clear rules on relayed links; cleared after the test.
+- ``lab_topology`` (module scope, default None): override it in a test module to give that
+  module its own lab (a :class:`LabSpec`, a :class:`~lab.topology.Topology` or a TOML-layout
+  dict); ``lab`` and ``faults`` then use that lab, brought up once for the module on its own
+  ``127.<net>.0.x`` addresses (next to the session lab) and taken down after it.
+- ``make_lab``: module-scoped factory ``make_lab(spec) -> Lab`` for modules that need several
+  labs; every lab it made is taken down at the end of the module.
 
 Options: ``--lab-backend`` (local), ``--router`` (reference|kamailio), ``--time-scale`` (every
 timer multiplied; default 0.1), ``--lab-faults`` (links with relays), ``--lab-net``.
 
-When a test that used the lab fails, the report gets the ladders of the calls that failed
-during the test (text; SVGs in ``ladders/``) and the path of a pcap of that test's traffic.
+When a test that used a lab fails (any fixture value that is a :class:`Lab`), the report gets
+the ladders of the calls that failed during the test (text; SVGs under
+``<run>/tests/<test id>/``) and the path of a pcap of that test's traffic.
+
+Settings the topology does not carry (the registrar's ``nonce_lifetime``, a PBX's
+``queue_mode``, probing thresholds ...) are given as router/PBX config tables
+(:class:`LabSpec` ``router=`` / ``pbx=``): the node's TOML is rewritten and the node restarted
+once after ``up`` (:meth:`Lab.reconfigure`).
 """
 
 from __future__ import annotations
 
+import copy
+import itertools
+import json
 import time
+import tomllib
 import urllib.request
-from collections.abc import Generator, Iterator
-from dataclasses import replace
+from collections.abc import AsyncIterator, Callable, Generator, Iterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from lab.backends import Backend, LabError, NodeState, get_backend
 from lab.faults import FaultRule, add_rule, clear_rules
-from lab.labfile import LabFile, NodeRecord
-from lab.topology import Topology, default_topology
+from lab.labfile import LabFile, NodeRecord, write_labfile
+from lab.topology import Topology, default_topology, dump_toml, topology_from_dict
+
+if TYPE_CHECKING:
+    from lab.engines import SippResult, SippScenario
+    from lab.ua import UserAgent
+    from router.realtime import Database
+    from router.sip.transaction.timers import Timers
 
 
 class Lab:
@@ -64,12 +87,177 @@ class Lab:
     def pbx(self) -> list[NodeRecord]:
         return [n for n in self.labfile.nodes if n.role == "pbx"]
 
-    def entry(self) -> tuple[str, int]:
-        """Where a UA sends: the ua-router relay if there is one, else the router."""
+    def entry(self, *, relayed: bool = True) -> tuple[str, int]:
+        """Where a UA sends: the ua-router relay if there is one (and ``relayed``), else the
+        router. Load generators pass ``relayed=False``: the relay is a Python process that
+        would be the bottleneck of a storm."""
         for n in self.labfile.nodes:
-            if n.link == "ua-router":
+            if relayed and n.link == "ua-router":
                 return n.host, n.port
         return self.router.host, self.router.port
+
+    @property
+    def domain(self) -> str:
+        """The users' SIP domain (the router's address unless the topology names one)."""
+        return self.topology.users_domain
+
+    @property
+    def time_scale(self) -> float:
+        return self.topology.timers.time_scale
+
+    def scaled(self, seconds: float) -> float:
+        """A duration of the real system as this lab runs it (times ``time_scale``)."""
+        return seconds * self.topology.timers.time_scale
+
+    def users(self) -> dict[str, str]:
+        """Provisioned users, username -> password (read from the lab's users CSV)."""
+        users: dict[str, str] = {}
+        for line in self.users_csv.read_text(encoding="utf-8").splitlines()[1:]:
+            name, _, rest = line.partition(";")
+            marker = "password="
+            if marker in rest:
+                users[name] = rest[rest.index(marker) + len(marker) :].rstrip("]")
+        return users
+
+    def password(self, user: str) -> str:
+        """Password of a provisioned user.
+
+        Raises:
+            KeyError: not a provisioned user.
+        """
+        return self.users()[user]
+
+    def db(self) -> Database:
+        """A connection to the lab's realtime DB (use as a context manager; close it)."""
+        from router.realtime import connect
+
+        return connect(self.db_url)
+
+    def ua_timers(self) -> Timers:
+        """T1/T2/T4 of a phone in this lab (scaled like every node's)."""
+        from router.sip.transaction.timers import Timers
+
+        scale = self.topology.timers.time_scale
+        t1 = self.topology.timers.t1 * scale
+        return Timers(t1=t1, t2=max(4.0 * scale, t1), t4=5.0 * scale)
+
+    def generator_host(self, index: int = 0) -> str:
+        """A free loopback address for phones and load generators (after the relays)."""
+        return self.topology.generator_host(index)
+
+    @asynccontextmanager
+    async def open_ua(
+        self,
+        user: str = "100",
+        *,
+        password: str | None = None,
+        local: tuple[str, int] | None = None,
+        relayed: bool = True,
+        **options: Any,
+    ) -> AsyncIterator[UserAgent]:
+        """A trio phone (:func:`lab.ua.open_ua`) for ``user`` wired to this lab: outbound proxy
+        :meth:`entry`, the users' domain, the user's provisioned password (unless given),
+        scaled timers, events in ``events/ua-<n>.jsonl`` so ladders show its leg.
+        Other keyword arguments go to ``open_ua`` (``drop_acks``, ``on_send`` ...)."""
+        from lab.ua import open_ua
+
+        if password is None:
+            password = self.users().get(user)
+        host = local or (self.generator_host(0), 0)
+        options.setdefault("timers", self.ua_timers())
+        options.setdefault("node", f"ua{user}")
+        events = self.run_dir / "events" / f"ua-{next(_UA_SEQ)}.jsonl"
+        options.setdefault("events_path", events)
+        async with open_ua(
+            local=host,
+            proxy=self.entry(relayed=relayed),
+            user=user,
+            password=password,
+            domain=self.domain,
+            **options,
+        ) as ua:
+            yield ua
+
+    def sipp_run(
+        self,
+        scenario: SippScenario,
+        *,
+        name: str,
+        max_calls: int,
+        rate: float = 10.0,
+        generator: int = 1,
+        relayed: bool = False,
+        **options: Any,
+    ) -> tuple[Any, Path]:
+        """A :class:`lab.engines.SippRun` aimed at this lab and its work folder
+        (``<run>/sipp/<name>``): from a generator address, to the router (not through the
+        relay unless ``relayed``), the users CSV as injection file when the scenario needs one.
+        Other keyword arguments go to ``SippRun`` (``service``, ``timeout_s``, ``rate_max`` ...).
+        """
+        from lab.engines import SippRun
+
+        if scenario.needs_injection:
+            options.setdefault("injection", self.users_csv)
+        run = SippRun(
+            scenario,
+            self.generator_host(generator),
+            remote=self.entry(relayed=relayed),
+            rate=rate,
+            max_calls=max_calls,
+            name=name,
+            **options,
+        )
+        return run, self.run_dir / "sipp" / name
+
+    def run_sipp(self, scenario: SippScenario, **kwargs: Any) -> SippResult:
+        """Run SIPp to completion (see :meth:`sipp_run` for the arguments)."""
+        from lab.engines import run_sipp
+
+        run, workdir = self.sipp_run(scenario, **kwargs)
+        return run_sipp(run, workdir)
+
+    async def run_sipp_async(self, scenario: SippScenario, **kwargs: Any) -> SippResult:
+        """:meth:`run_sipp` for trio tests (the test's other tasks keep running)."""
+        from lab.engines import run_sipp_async
+
+        run, workdir = self.sipp_run(scenario, **kwargs)
+        return await run_sipp_async(run, workdir)
+
+    def artifacts(self, nodeid: str) -> Path:
+        """``<run>/tests/<test id>/``: where a test's evidence and measurements go."""
+        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in nodeid)[-120:]
+        folder = self.run_dir / "tests" / safe
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder
+
+    # configuration the topology does not carry
+
+    def config_path(self, name: str) -> Path:
+        """The TOML file node ``name`` was started with (``--config``).
+
+        Raises:
+            LabError: the node has no config file (external, SIPp, Kamailio).
+        """
+        argv = list(self.node(name).argv)
+        if "--config" in argv[:-1]:
+            return Path(argv[argv.index("--config") + 1])
+        raise LabError(f"{name}: not started from a TOML config; cannot reconfigure it")
+
+    def read_config(self, name: str) -> dict[str, Any]:
+        """Node ``name``'s current TOML config as a dict."""
+        return tomllib.loads(self.config_path(name).read_text(encoding="utf-8"))
+
+    def reconfigure(self, name: str, changes: dict[str, Any], *, restart: bool = True) -> None:
+        """Merge ``changes`` into node ``name``'s TOML (tables merged key by key, anything
+        else replaced) and restart the node so it reads them.
+
+        ``lab.reconfigure("router", {"registrar": {"nonce_lifetime": 1.0}})``.
+        """
+        path = self.config_path(name)
+        merged = deep_merge(self.read_config(name), changes)
+        path.write_text(dump_toml(merged), encoding="utf-8")
+        if restart:
+            self.restart(name)
 
     # actions
 
@@ -106,8 +294,6 @@ class Lab:
 
     def router_status(self) -> dict[str, Any]:
         """The router's ``/status`` JSON."""
-        import json
-
         with urllib.request.urlopen(f"http://{self.router.http}/status", timeout=2.0) as resp:
             data = json.loads(resp.read().decode())
         assert isinstance(data, dict)
@@ -157,6 +343,125 @@ class Lab:
 
     def down(self) -> None:
         self.labfile = self.backend.down(self.labfile)
+
+
+_UA_SEQ = itertools.count(1)
+
+
+def deep_merge(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
+    """``base`` with ``changes`` applied: nested dicts merged, every other value replaced."""
+    out = copy.deepcopy(base)
+    for key, value in changes.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+@dataclass(frozen=True)
+class LabSpec:
+    """A lab to bring up for a test module: a topology plus node settings it does not carry.
+
+    Args:
+        topology: a :class:`Topology`, a TOML-layout dict (``{"dispatcher": {"algorithm": 8},
+            "faults": ["router-pbx2"]}``; missing tables take the defaults) or None for the
+            default topology.
+        router: tables merged into ``router.toml`` (``{"registrar": {"min_expires": 1}}``).
+        pbx: keys merged into every emulator node's TOML (``{"queue_mode": "per_node"}``).
+        nodes: per node name, keys merged into that node's TOML only.
+        time_scale: overrides ``--time-scale`` (``1.0`` for real-time variants).
+        faults: links with fault relays; None keeps the topology's (a dict) or ``--lab-faults``.
+    """
+
+    topology: Topology | dict[str, Any] | None = None
+    router: dict[str, Any] = field(default_factory=dict)
+    pbx: dict[str, Any] = field(default_factory=dict)
+    nodes: dict[str, dict[str, Any]] = field(default_factory=dict)
+    time_scale: float | None = None
+    faults: list[str] | None = None
+
+
+_NEXT_NET = itertools.count(1)
+
+
+def _options_topology(config: pytest.Config, spec: LabSpec, net: int) -> Topology:
+    opt = config.getoption
+    given = spec.topology
+    if isinstance(given, Topology):
+        topology = given
+        faults = spec.faults if spec.faults is not None else given.faults
+    else:
+        data = dict(given or {})
+        explicit_faults = "faults" in data
+        data.setdefault("pbx_count", 3)
+        topology = topology_from_dict(data, source="lab_topology")
+        if not topology.pbx:
+            topology = topology.with_pbx(topology.pbx_count)
+        if spec.faults is not None:
+            faults = spec.faults
+        elif explicit_faults:
+            faults = topology.faults
+        else:
+            faults = [x for x in opt("--lab-faults").split(",") if x]
+        if "router" not in data or "kind" not in data.get("router", {}):
+            topology = replace(topology, router=replace(topology.router, kind=opt("--router")))
+        if "time_scale" not in data.get("timers", {}):
+            topology = replace(
+                topology, timers=replace(topology.timers, time_scale=opt("--time-scale"))
+            )
+    if spec.time_scale is not None:
+        topology = replace(topology, timers=replace(topology.timers, time_scale=spec.time_scale))
+    return replace(topology, faults=list(faults), net=net)
+
+
+def start_lab(config: pytest.Config, spec: LabSpec, name: str) -> Lab:
+    """Bring up ``spec`` on its own ``127.<net>.0.x`` addresses in ``runs/pytest-<time>-<name>``
+    and apply its node settings."""
+    net = (config.getoption("--lab-net") + 100 + next(_NEXT_NET)) % 256
+    topology = _options_topology(config, spec, net)
+    safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in name)[-60:]
+    run_dir = _run_root(config) / f"{_session_stamp(config)}-{safe}"
+    backend = get_backend(config.getoption("--lab-backend"))
+    lab = Lab(backend, backend.up(topology, run_dir), topology)
+    try:
+        pbx_names = [n.name for n in lab.pbx if n.kind == "emulator"]
+        for node in pbx_names:
+            changes = deep_merge(spec.pbx, spec.nodes.get(node, {}))
+            if changes:
+                lab.reconfigure(node, changes)
+        if spec.router or spec.nodes.get("router"):
+            lab.reconfigure("router", deep_merge(spec.router, spec.nodes.get("router", {})))
+        for node in pbx_names:
+            lab.wait_dispatcher(node, active=True)
+        write_labfile(lab.labfile)
+    except BaseException:
+        lab.down()
+        raise
+    return lab
+
+
+def stop_lab(lab: Lab) -> None:
+    """Take a lab down and write its merged events and pcap."""
+    lab.down()
+    from lab.evidence import write_capture
+
+    write_capture(lab.run_dir)
+
+
+def _run_root(config: pytest.Config) -> Path:
+    return Path(str(config.rootpath)) / "runs"
+
+
+_STAMP = pytest.StashKey[str]()
+
+
+def _session_stamp(config: pytest.Config) -> str:
+    stamp = config.stash.get(_STAMP, None)
+    if stamp is None:
+        stamp = time.strftime("pytest-%Y%m%d-%H%M%S")
+        config.stash[_STAMP] = stamp
+    return stamp
 
 
 class Faults:
@@ -231,23 +536,72 @@ def lab_session(request: pytest.FixtureRequest) -> Iterator[Lab]:
         faults=[x for x in opt("--lab-faults").split(",") if x],
         net=opt("--lab-net"),
     )
-    run_dir = Path(str(request.config.rootpath)) / "runs" / time.strftime("pytest-%Y%m%d-%H%M%S")
+    run_dir = _run_root(request.config) / _session_stamp(request.config)
     backend = get_backend(opt("--lab-backend"))
     lab = Lab(backend, backend.up(topology, run_dir), topology)
     try:
         yield lab
     finally:
-        lab.down()
-        from lab.evidence import write_capture
+        stop_lab(lab)
 
-        write_capture(lab.run_dir)
+
+@pytest.fixture(scope="module")
+def lab_topology() -> LabSpec | Topology | dict[str, Any] | None:
+    """Override in a test module to give it its own lab (see the module docstring)."""
+    return None
+
+
+@pytest.fixture(scope="module")
+def module_lab(
+    request: pytest.FixtureRequest, lab_topology: LabSpec | Topology | dict[str, Any] | None
+) -> Iterator[Lab]:
+    """The lab of a module that overrides ``lab_topology`` (use ``lab`` in tests)."""
+    if lab_topology is None:
+        raise LabError("module_lab needs a lab_topology override in the test module")
+    spec = lab_topology if isinstance(lab_topology, LabSpec) else LabSpec(lab_topology)
+    lab = start_lab(request.config, spec, request.module.__name__.rpartition(".")[2])
+    try:
+        yield lab
+    finally:
+        stop_lab(lab)
+
+
+@pytest.fixture(scope="module")
+def make_lab(request: pytest.FixtureRequest) -> Iterator[Callable[..., Lab]]:
+    """``make_lab(spec_or_topology, **LabSpec fields) -> Lab``; all taken down after the module.
+
+    Labs made this way are not reset between tests: do it with ``lab.reset()`` if needed.
+    """
+    made: list[Lab] = []
+
+    def make(spec: LabSpec | Topology | dict[str, Any] | None = None, **fields: Any) -> Lab:
+        if not isinstance(spec, LabSpec):
+            spec = LabSpec(spec, **fields)
+        elif fields:
+            spec = replace(spec, **fields)
+        name = f"{request.module.__name__.rpartition('.')[2]}-{len(made) + 1}"
+        lab = start_lab(request.config, spec, name)
+        made.append(lab)
+        return lab
+
+    try:
+        yield make
+    finally:
+        for lab in reversed(made):
+            stop_lab(lab)
 
 
 @pytest.fixture
-def lab(lab_session: Lab, request: pytest.FixtureRequest) -> Lab:
-    lab_session.reset()
-    request.node.stash[_STARTED] = (lab_session, time.time())
-    return lab_session
+def lab(
+    request: pytest.FixtureRequest, lab_topology: LabSpec | Topology | dict[str, Any] | None
+) -> Lab:
+    """The running lab, reset: the session's default lab, or the module's own when the module
+    overrides ``lab_topology``."""
+    name = "lab_session" if lab_topology is None else "module_lab"
+    current: Lab = request.getfixturevalue(name)
+    current.reset()
+    request.node.stash[_STARTED] = (current, time.time())
+    return current
 
 
 @pytest.fixture
@@ -266,14 +620,20 @@ def pytest_runtest_makereport(
 ) -> Generator[None, Any, None]:
     outcome = yield
     report = outcome.get_result()
-    started = item.stash.get(_STARTED, None)
-    if started is None or report.when != "call" or not report.failed:
+    if report.when != "call" or not report.failed:
         return
-    lab, since = started
-    try:
-        attach_evidence(report, lab, since, item.nodeid)
-    except Exception as exc:  # evidence must never hide the real failure
-        report.sections.append(("siplab evidence", f"could not collect evidence: {exc!r}"))
+    labs: list[Lab] = []
+    started = item.stash.get(_STARTED, None)
+    if started is not None:
+        labs.append(started[0])
+    funcargs = getattr(item, "funcargs", {})
+    labs += [v for v in funcargs.values() if isinstance(v, Lab) and v not in labs]
+    since = call.start
+    for lab in labs:
+        try:
+            attach_evidence(report, lab, since, item.nodeid)
+        except Exception as exc:  # evidence must never hide the real failure
+            report.sections.append(("siplab evidence", f"could not collect evidence: {exc!r}"))
 
 
 def attach_evidence(report: pytest.TestReport, lab: Lab, since: float, nodeid: str) -> None:
@@ -282,9 +642,7 @@ def attach_evidence(report: pytest.TestReport, lab: Lab, since: float, nodeid: s
 
     time.sleep(0.05)  # XXX let nodes flush their last event batch (they flush per datagram batch)
     packets = lab.packets(since)
-    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in nodeid)[-120:]
-    folder = lab.run_dir / "tests" / safe
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = lab.artifacts(nodeid)
     pcap = folder / "capture.pcap"
     write_pcap(pcap, packets)
     names = {n.address: n.name for n in lab.labfile.nodes if n.port}

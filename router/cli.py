@@ -30,6 +30,28 @@ class UserError(Exception):
     """An error the user can fix: printed as ``siplab: error: <message>``, exit status 2."""
 
 
+def find_exception(
+    exc: BaseException, kinds: tuple[type[BaseException], ...]
+) -> BaseException | None:
+    """The first exception of one of ``kinds`` (in that order of preference), looking inside
+    exception groups (trio wraps what a nursery's tasks raise)."""
+    flat: list[BaseException] = []
+
+    def walk(e: BaseException) -> None:
+        if isinstance(e, BaseExceptionGroup):
+            for sub in e.exceptions:
+                walk(sub)
+        else:
+            flat.append(e)
+
+    walk(exc)
+    for kind in kinds:
+        for e in flat:
+            if isinstance(e, kind):
+                return e
+    return None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="siplab",

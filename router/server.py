@@ -101,7 +101,7 @@ async def _main(config: RouterConfig) -> None:
 
 
 def run_router_command(args: argparse.Namespace) -> int:
-    from router.cli import UserError
+    from router.cli import UserError, find_exception
 
     try:
         config = load_router_config(args.config)
@@ -113,7 +113,7 @@ def run_router_command(args: argparse.Namespace) -> int:
     try:
         trio.run(_main, config)
     except (OSError, ConfigError, RealtimeError, BaseExceptionGroup) as exc:
-        err = _find(exc, (ConfigError, RealtimeError, OSError))
+        err = find_exception(exc, (ConfigError, RealtimeError, OSError))
         if isinstance(err, ConfigError):
             raise UserError(str(err)) from None
         if isinstance(err, RealtimeError):
@@ -124,25 +124,6 @@ def run_router_command(args: argparse.Namespace) -> int:
             ) from None
         raise
     return 0
-
-
-def _find(exc: BaseException, kinds: tuple[type[BaseException], ...]) -> BaseException | None:
-    """The first exception of one of ``kinds`` (in that order of preference) inside groups."""
-    flat: list[BaseException] = []
-
-    def walk(e: BaseException) -> None:
-        if isinstance(e, BaseExceptionGroup):
-            for sub in e.exceptions:
-                walk(sub)
-        else:
-            flat.append(e)
-
-    walk(exc)
-    for kind in kinds:
-        for e in flat:
-            if isinstance(e, kind):
-                return e
-    return None
 
 
 def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

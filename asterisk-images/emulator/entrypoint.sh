@@ -11,7 +11,10 @@
 #                               SIPLAB_EVENTS     events.jsonl path (default: none)
 #                               SIPLAB_TIME_SCALE duration multiplier (default 1.0)
 #                               SIPLAB_INIT_DB    1 (default): create the realtime schema if
-#                                                 missing (safe on a provisioned DB); 0: don't
+#                                                 missing and upsert the `router` endpoint
+#                                                 (no auth, identified by the first router
+#                                                 address), as `siplab lab up` provisions it;
+#                                                 safe on a provisioned DB. 0: leave the DB be
 #   pbx --config FILE ...     run siplab with these arguments as given
 #   python ARGS...            the image's Python (e.g. `python -m lab.faults --config f.toml`)
 #   anything else             `siplab ARGS...` (e.g. `router --config router.toml`)
@@ -47,6 +50,8 @@ if env.get("SIPLAB_INIT_DB", "1") == "1":
         store = connect(db)
         try:
             store.init_schema()
+            if routers:
+                store.provision_router_endpoint(routers[0], contact=f"sip:{routers[0]}:5060")
         finally:
             store.close()
     except RealtimeError as exc:

@@ -98,8 +98,10 @@ def get_backend(name: str, **options: Any) -> Backend:
 
 def _register_builtin() -> None:
     from lab.backends.local import LocalBackend
+    from lab.docker.backend import DockerBackend  # imports the Docker SDK lazily
 
     register_backend("local", LocalBackend)
+    register_backend("docker", DockerBackend)
 
 
 _register_builtin()

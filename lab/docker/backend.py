@@ -73,7 +73,7 @@ def _remove_live() -> None:
     for cid, container in list(_LIVE.items()):
         try:
             container.remove(force=True)
-        except Exception:  # noqa: BLE001 -- best effort at exit: engine gone, already removed
+        except Exception:
             pass
         _LIVE.pop(cid, None)
 
@@ -216,7 +216,9 @@ class DockerBackend:
             return self._spec(
                 p.run_dir, node.name, ASTERISK_IMAGE, [], environment=env, depends_on=depends_on
             )
-        raise LabError(f"{node.name}: PBX kind {node.kind!r} is not supported by the docker backend")
+        raise LabError(
+            f"{node.name}: PBX kind {node.kind!r} is not supported by the docker backend"
+        )
 
     def services(self, topology: Topology, p: Plan, *, with_db: bool) -> list[ServiceSpec]:
         """Every container of the lab, in start order (what compose.yml lists)."""
@@ -272,7 +274,7 @@ class DockerBackend:
     def _save_log(container: Any, path: Path) -> None:
         try:
             data = container.logs(stdout=True, stderr=True)
-        except Exception:  # noqa: BLE001 -- the log is evidence, not a reason to fail a stop
+        except Exception:
             return
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(data)
@@ -280,7 +282,7 @@ class DockerBackend:
     def _log_tail(self, container: Any, lines: int = 15) -> str:
         try:
             text = container.logs(tail=lines).decode(errors="replace").rstrip()
-        except Exception:  # noqa: BLE001
+        except Exception:
             return ""
         return "; container log:\n" + "\n".join("    " + line for line in text.splitlines())
 
@@ -301,7 +303,9 @@ class DockerBackend:
                 return
         got = f"last answer {last}" if last is not None else "no answer"
         tail = self._log_tail(container) if container is not None else ""
-        raise LabError(f"{name} ({host}:{port}) not ready after {self.ready_timeout:g} s ({got})" + tail)
+        raise LabError(
+            f"{name} ({host}:{port}) not ready after {self.ready_timeout:g} s ({got})" + tail
+        )
 
     def _wait_db(self, container: Any, url: str) -> None:
         from router.realtime import RealtimeError, connect
@@ -369,8 +373,16 @@ class DockerBackend:
                 db = self._run(by_name["db"])
                 started.append(db)
                 self._wait_db(db, p.db_url)
-                nodes.append(NodeRecord("db", "db", db_host(topology.net), PG_PORT,
-                                        container=db.id, kind="postgresql"))
+                nodes.append(
+                    NodeRecord(
+                        "db",
+                        "db",
+                        db_host(topology.net),
+                        PG_PORT,
+                        container=db.id,
+                        kind="postgresql",
+                    )
+                )
             else:
                 kind = "postgresql" if p.db_url.startswith("postgres") else "sqlite"
                 nodes.append(NodeRecord("db", "db", "", 0, kind=kind))

@@ -54,15 +54,29 @@ def run(args: argparse.Namespace) -> int:
     if args.check:
         print(f"{args.config}: ok (node {config.name} on {config.listen}:{config.port})")
         return 0
+    import sqlite3
+
+    from router.cli import find_exception
+    from router.realtime.engine import db_errors
+
     try:
         trio.run(_serve_until_signal, config, dialplan)
-    except RealtimeError as exc:
-        raise UserError(f"{args.config}: db: {exc}") from None
-    except OSError as exc:
-        raise UserError(
-            f"{args.config}: listen: cannot bind {config.listen}:{config.port}: {exc.strerror or exc}"
-        ) from None
     except KeyboardInterrupt:
         print(f"pbx {config.name}: stopped", file=sys.stderr)
         return 130
+    except (RealtimeError, OSError, sqlite3.Error, BaseExceptionGroup) as exc:
+        db_kinds = (RealtimeError, sqlite3.Error, *db_errors())
+        err = find_exception(exc, db_kinds)
+        if err is not None:
+            raise UserError(
+                f"{args.config}: db: {err} (is the realtime DB initialised? "
+                "run `siplab db init --db URL` and `siplab users add ...`)"
+            ) from None
+        bind = find_exception(exc, (OSError,))
+        if isinstance(bind, OSError):
+            raise UserError(
+                f"{args.config}: listen: cannot bind {config.listen}:{config.port}: "
+                f"{bind.strerror or bind}"
+            ) from None
+        raise
     return 0

@@ -23,7 +23,7 @@ act on our own sends only and are logged as ``event = "drop"``.
 from __future__ import annotations
 
 import math
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -112,6 +112,8 @@ class UserAgent:
         on_send: called with every outgoing message; return False to drop it.
         register_status: answer REGISTER requests with this status (a PBX stand-in that the
             router forwards registrations to); None answers 405.
+        extensions: serve only these Request-URI users out of dialog and answer 404 to the
+            others (a PBX that leaks its extensions, for enumeration scenarios); None serves all.
         keep_messages: keep ``messages`` (storms turn it off to bound memory).
     """
 
@@ -131,6 +133,7 @@ class UserAgent:
         drop_acks: bool = False,
         on_send: Callable[[Message], bool] | None = None,
         register_status: int | None = None,
+        extensions: Collection[str] | None = None,
         keep_messages: bool = True,
     ) -> None:
         self.local: Address = local
@@ -142,6 +145,7 @@ class UserAgent:
         self.drop_acks = drop_acks
         self.on_send = on_send
         self.register_status = register_status
+        self.extensions = None if extensions is None else frozenset(extensions)
         self.keep_messages = keep_messages
         self.log = EventLog(events_path, node or f"ua{user}")
         self.layer = TransactionLayer(timers)
@@ -318,7 +322,8 @@ class UserAgent:
         self, request: Request, tx: ServerTransaction | None, source: Address, now: float
     ) -> None:
         to_tag = request.to.tag
-        leg = self._legs.get((request.call_id, to_tag, request.from_.tag)) if to_tag else None
+        key = (request.call_id, to_tag or "", request.from_.tag or "")
+        leg = self._legs.get(key) if to_tag else None
         if tx is None:  # ACK for a 2xx (or stray)
             if leg is not None:
                 leg._on_ack(request, now)
@@ -329,6 +334,12 @@ class UserAgent:
             else:
                 leg._on_in_dialog(request, tx, now)
             return
+        if self.extensions is not None and request.method != "ACK":
+            # REGISTER names its user in To (§10.2: the Request-URI is the registrar domain).
+            uri = request.to.uri if request.method == "REGISTER" else request.request_uri
+            if not isinstance(uri, SipUri) or uri.user_unescaped not in self.extensions:
+                self._reply(tx, request, 404)
+                return
         match request.method:
             case "INVITE":
                 self._on_invite(request, tx, source)
@@ -491,8 +502,8 @@ class UserAgent:
             await pending.done.wait()
             response = pending.final
             assert response is not None
-            challenged = response.status in (401, 407) and auth and password is not None
-            if not challenged or attempts > MAX_AUTH_ROUNDS:
+            challenged = response.status in (401, 407) and auth
+            if password is None or not challenged or attempts > MAX_AUTH_ROUNDS:
                 return response, attempts
             if attempts == MAX_AUTH_ROUNDS and not is_stale(response):
                 return response, attempts
@@ -720,6 +731,7 @@ async def open_ua(
     drop_acks: bool = False,
     on_send: Callable[[Message], bool] | None = None,
     register_status: int | None = None,
+    extensions: Collection[str] | None = None,
     keep_messages: bool = True,
 ) -> AsyncIterator[UserAgent]:
     """Run a `UserAgent` (arguments as there) for the body of the ``async with``.
@@ -739,6 +751,7 @@ async def open_ua(
         drop_acks=drop_acks,
         on_send=on_send,
         register_status=register_status,
+        extensions=extensions,
         keep_messages=keep_messages,
     )
     failure: Exception | None = None

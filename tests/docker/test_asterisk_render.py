@@ -89,7 +89,9 @@ def test_asterisk_render_sorcery_maps_pjsip_objects_to_realtime(rendered: Path) 
     assert ("auth", "realtime,ps_auths") in pjsip
     assert ("aor", "realtime,ps_aors") in pjsip
     assert ("contact", "realtime,ps_contacts") in pjsip
-    assert ("identify", "realtime,ps_endpoint_id_ips") in sorcery["res_pjsip_endpoint_identifier_ip"]
+    assert ("identify", "realtime,ps_endpoint_id_ips") in sorcery[
+        "res_pjsip_endpoint_identifier_ip"
+    ]
 
 
 def test_asterisk_render_router_endpoint_identified_by_address(rendered: Path) -> None:
@@ -137,4 +139,3 @@ def test_asterisk_dockerfile_base_is_a_build_arg() -> None:
     assert "ARG BASE=ubuntu:24.04" in dockerfile
     assert "FROM ${BASE}" in dockerfile
     assert "res_config_pgsql.so" in dockerfile
-

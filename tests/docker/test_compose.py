@@ -10,7 +10,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import yaml
 
 from lab.backends import LabError
 from lab.backends.render import plan
@@ -24,6 +23,8 @@ from lab.docker.compose import (
     write_compose,
 )
 from lab.topology import PbxSpec, RouterSpec, Topology
+
+yaml = pytest.importorskip("yaml", reason="PyYAML (test extra) reads compose.yml back")
 
 ALLOWED_KEYS = {
     "image",
@@ -55,7 +56,14 @@ def test_compose_file_parses_with_every_service_on_host_network(tmp_path: Path) 
     doc = yaml.safe_load(path.read_text())
     assert doc["name"] == "siplab-test"
     services = doc["services"]
-    assert list(services) == ["db", "pbx1", "pbx2", "fault-router-pbx1", "router", "fault-ua-router"]
+    assert list(services) == [
+        "db",
+        "pbx1",
+        "pbx2",
+        "fault-router-pbx1",
+        "router",
+        "fault-ua-router",
+    ]
     names = [s["container_name"] for s in services.values()]
     assert len(set(names)) == len(names)
     for name, svc in services.items():
@@ -66,7 +74,8 @@ def test_compose_file_parses_with_every_service_on_host_network(tmp_path: Path) 
         assert svc["labels"][LABEL_LAB] == run_id(tmp_path)
         assert svc["labels"][LABEL_NODE] == name
         for dep in svc.get("depends_on", []):
-            assert dep in services and list(services).index(dep) < list(services).index(name)
+            assert dep in services
+            assert list(services).index(dep) < list(services).index(name)
         assert all(isinstance(v, str) for v in svc.get("environment", {}).values())
         assert all(isinstance(c, str) for c in svc.get("command", []))
 
@@ -134,4 +143,4 @@ def test_run_id_is_stable_and_distinguishes_folders(tmp_path: Path) -> None:
     a, b = tmp_path / "lab", tmp_path / "x" / "lab"
     assert run_id(a) == run_id(a)
     assert run_id(a) != run_id(b)
-    assert run_id(tmp_path / "we ird!") .startswith("we-ird-")
+    assert run_id(tmp_path / "we ird!").startswith("we-ird-")

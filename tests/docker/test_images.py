@@ -43,8 +43,10 @@ def test_apt_mirror_reads_deb822_and_one_line_sources(tmp_path: Path) -> None:
     )
     assert apt_mirror(files=[deb822]) == "http://mirror.example/debian"
     oneline = tmp_path / "sources.list"
-    oneline.write_text("deb https://packages.example/apt stable main\n"
-                       "deb [arch=amd64] http://other.example/debian bookworm main\n")
+    oneline.write_text(
+        "deb https://packages.example/apt stable main\n"
+        "deb [arch=amd64] http://other.example/debian bookworm main\n"
+    )
     assert apt_mirror(files=[oneline]) == "http://other.example/debian"
     assert apt_mirror(files=[tmp_path / "missing"]) == "http://deb.debian.org/debian"
 

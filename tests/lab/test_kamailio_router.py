@@ -4,7 +4,7 @@ One Kamailio (dispatcher + registrar roles) runs for the module against a SQLite
 provisioned by ``router.realtime``; two SIPp UAS stand in for the PBX nodes (answering
 REGISTER, OPTIONS and INVITE, listed in the ``dispatcher`` table). Addresses 127.0.0.80-89 are
 this file's: .80 Kamailio, .81 phones (untrusted), .82 trusted caller, .83/.84 PBX stand-ins,
-.85 attacker, .86 a phone that answers calls.
+.85 attacker, .86 a phone that answers calls, .87 a second Kamailio (forward="hash").
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -59,18 +60,40 @@ needs_sipp = pytest.mark.skipif(
     sipp_binary() is None, reason="SIPp not installed (Debian package sip-tester)"
 )
 
-ROUTER, PHONES, TRUSTED, PBX1, PBX2, ATTACKER, CALLEE = (f"127.0.0.{n}" for n in range(80, 87))
+ROUTER, PHONES, TRUSTED, PBX1, PBX2, ATTACKER, CALLEE, HASH_ROUTER = (
+    f"127.0.0.{n}" for n in range(80, 88)
+)
 PORT = 5060
 DOMAIN = "example.test"
 REALM = "asterisk"
 SOURCE_LIMIT = 4
 
 # usrloc 5.6 location columns (utils/kamctl/sqlite/usrloc-create.sql, version 9).
-USRLOC_COLUMNS = (
-    "id ruid username domain contact received path expires q callid cseq last_modified flags "
-    "cflags user_agent socket methods instance reg_id server_id connection_id keepalive "
-    "partition"
-).split()
+USRLOC_COLUMNS = [
+    "id",
+    "ruid",
+    "username",
+    "domain",
+    "contact",
+    "received",
+    "path",
+    "expires",
+    "q",
+    "callid",
+    "cseq",
+    "last_modified",
+    "flags",
+    "cflags",
+    "user_agent",
+    "socket",
+    "methods",
+    "instance",
+    "reg_id",
+    "server_id",
+    "connection_id",
+    "keepalive",
+    "partition",
+]
 
 
 def _router_dict(db_url: str) -> dict[str, object]:
@@ -130,6 +153,17 @@ def test_settings_map_onto_kamailio_params(tmp_path: Path) -> None:
     assert 'modparam("usrloc", "expires_type", 1)' in text
 
 
+def test_without_registrar_table_only_the_dispatcher_is_rendered(tmp_path: Path) -> None:
+    data = _router_dict(f"sqlite:///{tmp_path}/rt.db")
+    del data["registrar"]
+    params = router_params_from_dict(data)
+    assert (params.registrar, params.db_url) == (False, None)
+    text = render_router_config(params)
+    assert "#!define WITH_DISPATCHER\n" in text
+    assert "#!define WITH_REGISTRAR\n" not in text
+    assert f'#!define DS_DB_URL "sqlite:///{tmp_path}/rt.db"' in text
+
+
 def test_router_params_validation(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path}/rt.db"
     with pytest.raises(ValueError, match="forward"):
@@ -183,7 +217,13 @@ def test_differences_table_names_reasons() -> None:
 def test_rendered_router_config_passes_kamailio_check(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path}/rt.db"
     prepare_database(url)
-    for changes in ({}, {"forward": "hash", "max_contacts": 2}, {"forward": "none", "qop": ""}):
+    variants: tuple[dict[str, Any], ...] = (
+        {},
+        {"forward": "hash", "max_contacts": 2, "usrloc_db_mode": 3},
+        {"forward": "none", "qop": "", "auth_methods": (), "trusted_sources": ()},
+        {"registrar": False},
+    )
+    for changes in variants:
         params = router_params_from_dict(_router_dict(url), **changes)
         cfg = write_router_config(params, tmp_path / "kam")
         check_config(cfg, params.kamailio_params(), tmp_path / "kam")
@@ -253,7 +293,9 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     try:
         db.init_schema()
         users = db.provision_users(50, 1000, domain=DOMAIN, context="from-phones", seed=9)
-        users += db.provision_users(2, 2000, domain=DOMAIN, context="from-phones", seed=10)
+        users += db.provision_users(3, 2000, domain=DOMAIN, context="from-phones", seed=10)
+        # Asterisk refuses an AOR with max_contacts 0 (403): so must the router
+        db.execute("UPDATE ps_aors SET max_contacts = 0 WHERE id = '2002'")
         db.dispatcher_set(
             [DispatcherRow(1, f"sip:{PBX1}:{PORT}"), DispatcherRow(1, f"sip:{PBX2}:{PORT}")]
         )
@@ -297,6 +339,7 @@ class _Phone:
         *,
         auth: tuple[str, str] | None = None,
         dialog: Response | None = None,
+        expires: int = 60,
     ) -> Response | None:
         """Send one request; return its final response (None for ACK).
 
@@ -320,7 +363,7 @@ class _Phone:
             f"Call-ID: {self.call_id}",
             f"CSeq: {self.cseq} {method}",
             f"Contact: <sip:{user}@{self.ip}:{self.port}>",
-            "Expires: 60",
+            f"Expires: {expires}",
             "Max-Forwards: 70",
             *extra,
         ]
@@ -341,20 +384,34 @@ class _Phone:
         assert answer is not None
         return answer
 
-    def register_with(self, user: str, password: str) -> Response:
+    def register_with(self, user: str, password: str, expires: int = 60) -> Response:
         """REGISTER, answer the 401 with ``password``; the second answer."""
-        first = self.final("REGISTER", user)
+        first = self.final("REGISTER", user, expires=expires)
         assert first.status == 401, first
         challenge = parse_challenge(first.headers.get("WWW-Authenticate") or "")
         creds = answer_challenge(challenge, "REGISTER", f"sip:{ROUTER}", user, password)
-        return self.final("REGISTER", user, auth=("Authorization", str(creds)))
+        return self.final("REGISTER", user, auth=("Authorization", str(creds)), expires=expires)
 
 
-def _trace_count(pbx: SippProcess, start_line: str) -> int:
-    """Requests received by a PBX stand-in whose start line begins with ``start_line``."""
+def _received(pbx: SippProcess) -> list[str]:
+    """Messages a PBX stand-in received, from its SIPp ``-trace_msg`` log."""
     log = pbx.workdir / f"{pbx.run.stem}_messages.log"
     text = log.read_text(errors="replace") if log.exists() else ""
-    return sum(1 for line in text.splitlines() if line.startswith(start_line))
+    out = []
+    for block in text.split("-" * 47):
+        head, _, message = block.partition("\n\n")
+        if "message received" in head:
+            out.append(message.strip("\n"))
+    return out
+
+
+def _trace_count(pbx: SippProcess, start_line: str, *containing: str) -> int:
+    """Received requests whose start line begins with ``start_line`` holding all ``containing``."""
+    return sum(
+        1
+        for m in _received(pbx)
+        if m.startswith(start_line) and all(text in m for text in containing)
+    )
 
 
 def _wait_for(read: Callable[[], list[int]], total: int = 100, timeout: float = 3.0) -> list[int]:
@@ -368,14 +425,19 @@ def _wait_for(read: Callable[[], list[int]], total: int = 100, timeout: float = 
 
 
 def _register_all(
-    lab: Lab, users: list[UserCredential], name: str, ip: str = PHONES, **run: object
+    lab: Lab,
+    users: list[UserCredential],
+    name: str,
+    ip: str = PHONES,
+    remote: tuple[str, int] | None = None,
+    **run: object,
 ) -> SippResult:
     csv = lab.workdir / f"{name}.csv"
     write_sipp_csv(csv, users)
     sipp = SippRun(
         uac_register(120),
         local_ip=ip,
-        remote=lab.kam.address,
+        remote=remote or lab.kam.address,
         rate=100,
         max_calls=len(users),
         injection=csv,
@@ -402,15 +464,55 @@ def test_fifty_users_register_with_digest_and_are_forwarded_with_path(lab: Lab) 
     finally:
         db.close()
     assert {r[0] for r in rows} == {u.username for u in users}
-    # expires is epoch seconds (expires_type=1), about now + 120
-    assert all(r[2] > 1_000_000_000 for r in rows)
+    # expires is epoch seconds (expires_type=1): now + the 120 s the phones asked for
+    assert all(abs(r[2] - (time.time() + 120)) < 20 for r in rows)
+
     # each forwarded REGISTER reached both PBX stand-ins, with the router's Path
+    def forwarded(*containing: str) -> list[int]:
+        return [_trace_count(p, "REGISTER sip:", "\nTo: <sip:10", *containing) for p in lab.pbx]
+
+    assert _wait_for(forwarded, 100) == [50, 50]
+    assert forwarded(f"\nPath: <sip:{ROUTER}:{PORT};lr>\nSupported: path") == [50, 50]
     for pbx in lab.pbx:
-        assert _wait_for(lambda p=pbx: [_trace_count(p, "REGISTER sip:")], 50) >= [50]
-        text = (pbx.workdir / "pbx_messages.log").read_text(errors="replace")
-        assert f"Path: <sip:{ROUTER}:{PORT};lr>" in text
-        assert "Supported: path" in text
-        assert "sip:1000@" + pbx.run.local_ip in text  # From/To = AOR @ node host
+        # From/To = the AOR at the node's host, Contact = the phone's binding with its expiry
+        aor = f"\nTo: <sip:1000@{pbx.run.local_ip}>\n"
+        assert _trace_count(pbx, "REGISTER sip:", aor) == 1
+        assert _trace_count(pbx, "REGISTER sip:", f"\nContact: <sip:1000@{PHONES}:") == 1
+
+
+@pytest.mark.kamailio
+@needs_kamailio
+def test_registrar_rules_and_unregistration_reach_the_nodes(lab: Lab) -> None:
+    password = {u.username: u.password for u in lab.users}
+    phone = _Phone(PHONES)
+    try:
+        # below min_expires (30 here): raised, as the reference does with min_expires_mode 0
+        ok = phone.register_with("2000", password["2000"], expires=10)
+        assert ok.status == 200
+        assert ok.headers.get("Contact") == f"<sip:2000@{PHONES}:{phone.port}>;expires=30"
+        # ps_aors.max_contacts 0: refused like Asterisk would
+        refused = phone.register_with("2002", password["2002"])
+        assert (refused.status, refused.headers.get("P-Registrar-Error")) == (
+            403,
+            "No configured max_contacts",
+        )
+        # Expires 0 removes the binding and the nodes are told "Contact: *" (RFC 3261 §10.2.2)
+        gone = phone.register_with("2000", password["2000"], expires=0)
+        assert gone.status == 200
+        assert gone.headers.get("Contact") is None
+    finally:
+        phone.close()
+    db = connect(lab.db_url)
+    try:
+        assert db.location_lookup("2000", None, time.time()) == []
+        assert db.location_lookup("2002", None, time.time()) == []
+    finally:
+        db.close()
+
+    def unregisters() -> list[int]:
+        return [_trace_count(p, "REGISTER sip:", "\nContact: *\nExpires: 0\n") for p in lab.pbx]
+
+    assert _wait_for(unregisters, 2) == [1, 1]
 
 
 @pytest.mark.kamailio
@@ -421,7 +523,8 @@ def test_wrong_password_is_challenged_again_then_the_source_is_blocked(lab: Lab)
         first = attacker.final("REGISTER", "2000")
         assert first.status == 401
         challenge = first.headers.get("WWW-Authenticate") or ""
-        assert f'realm="{REALM}"' in challenge and 'qop="auth"' in challenge
+        assert f'realm="{REALM}"' in challenge
+        assert 'qop="auth"' in challenge
         # wrong password: 401 again with a fresh challenge (not 403), SOURCE_LIMIT-1 times
         for n in range(SOURCE_LIMIT - 1):
             answer = attacker.register_with(f"{2000 + n % 2}", "not-the-password")
@@ -509,3 +612,37 @@ def test_call_from_a_pbx_node_reaches_the_registered_phone(lab: Lab) -> None:
     )  # fmt: skip
     missing = run_sipp(run, lab.workdir / "unknown")
     assert missing.failed == 1
+
+
+@pytest.mark.kamailio
+@pytest.mark.sipp
+@needs_kamailio
+@needs_sipp
+def test_hash_forwarding_sends_each_user_to_one_node(lab: Lab, tmp_path: Path) -> None:
+    # A second Kamailio (own DB: SQLite writers must not collide) over the same PBX stand-ins.
+    url = f"sqlite:///{tmp_path}/hash.db"
+    db = connect(url)
+    try:
+        db.init_schema()
+        users = db.provision_users(10, 3000, domain=DOMAIN, context="from-phones", seed=11)
+        db.dispatcher_set(
+            [DispatcherRow(1, f"sip:{PBX1}:{PORT}"), DispatcherRow(1, f"sip:{PBX2}:{PORT}")]
+        )
+    finally:
+        db.close()
+    data = _router_dict(url)
+    data["router"] = {"listen": [f"udp:{HASH_ROUTER}:{PORT}"]}
+    params = router_params_from_dict(data, shm_mb=64, forward="hash", probe_interval_s=0)
+    with start_kamailio_router(params, tmp_path / "kam", probe_ip=TRUSTED) as kam:
+        result = _register_all(lab, users, "register_hash", remote=kam.address)
+    assert (result.successful, result.failed) == (10, 0)
+
+    def per_node() -> list[int]:
+        return [_trace_count(p, "REGISTER sip:", "\nTo: <sip:30") for p in lab.pbx]
+
+    counts = _wait_for(per_node, 10)
+    assert sum(counts) == 10  # each user went to exactly one node
+    assert min(counts) >= 1  # and the hash spread them over both
+    for user in users:
+        to = f"\nTo: <sip:{user.username}@"
+        assert sum(_trace_count(p, "REGISTER sip:", to) for p in lab.pbx) == 1

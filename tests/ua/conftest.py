@@ -3,6 +3,7 @@ and a PBX stand-in address for the dispatcher (a trio UA answers there)."""
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,14 +33,25 @@ class Lab:
 
 
 @pytest.fixture(scope="session")
-def provisioned(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, list[UserCredential]]:
-    url = f"sqlite:///{tmp_path_factory.mktemp('ua-db')}/realtime.db"
-    with connect(url) as db:
+def template_db(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[UserCredential]]:
+    """Users provisioned once; every test gets a fresh copy of the file (no shared bindings)."""
+    path = tmp_path_factory.mktemp("ua-db") / "template.db"
+    with connect(f"sqlite:///{path}") as db:
         db.init_schema()
         users = db.provision_users(
             USERS, FIRST, domain=DOMAIN, context="default", seed=11, max_contacts=3
         )
-    return url, users
+    return path, users
+
+
+@pytest.fixture
+def provisioned(
+    template_db: tuple[Path, list[UserCredential]], tmp_path: Path
+) -> tuple[str, list[UserCredential]]:
+    path, users = template_db
+    copy = tmp_path / "realtime.db"
+    shutil.copyfile(path, copy)
+    return f"sqlite:///{copy}", users
 
 
 @pytest.fixture

@@ -7,6 +7,7 @@ import trio
 
 from lab import attack
 from lab.attack import NotLoopback, parse_table, require_loopback
+from lab.ua import open_ua
 
 from .conftest import DOMAIN, ROUTER, Lab
 
@@ -55,20 +56,36 @@ async def test_attack_svcrack_finds_a_weak_password(lab: Lab) -> None:
             domain=DOMAIN,
             max_time=20,
         )
-    assert result.cracked and result.password == real
+    assert result.cracked
+    assert result.password == real
     assert result.attempts == 3
     with trio.fail_after(30):
         miss = await attack.svcrack(
-            ROUTER, "1005", ["a", "b"], bind_ip="127.0.0.97", domain=DOMAIN, max_time=10
+            ROUTER, "1005", ["a", "b"], bind_ip="127.0.0.97", domain=DOMAIN, max_time=1.5
         )
-    assert not miss.cracked and miss.attempts == 2
+    assert not miss.cracked
+    assert miss.exhausted
+    assert miss.attempts == 2
 
 
 @needs_sipvicious
-async def test_attack_svwar_enumerates(lab: Lab) -> None:
-    with trio.fail_after(30):
+async def test_attack_svwar_learns_nothing_from_the_router(lab: Lab) -> None:
+    # The router challenges known and unknown users alike (401 for both): no enumeration.
+    with trio.fail_after(20):
         found = await attack.svwar(
-            ROUTER, range(1000, 1004), bind_ip="127.0.0.97", domain=DOMAIN, force=True, max_time=15
+            ROUTER, range(1000, 1004), bind_ip="127.0.0.97", domain=DOMAIN, force=True, max_time=10
         )
-    print(found)
-    assert found
+    assert found == []
+
+
+@needs_sipvicious
+async def test_attack_svwar_enumerates_a_leaky_pbx() -> None:
+    # A PBX stand-in that answers 404 for users it does not serve leaks its extensions.
+    async with open_ua(
+        local=("127.0.0.98", 5060), user="pbx", extensions={"201", "203"}, register_status=200
+    ):
+        with trio.fail_after(20):
+            found = await attack.svwar(
+                ("127.0.0.98", 5060), "200-205", bind_ip="127.0.0.97", max_time=10
+            )
+    assert sorted(e.extension for e in found) == ["201", "203"]

@@ -37,8 +37,11 @@ async def test_storm_200_registrations_all_succeed(lab: Lab, tmp_path: Path) -> 
         )
     assert (result.attempted, result.succeeded, result.failed) == (200, 200, 0)
     assert not result.timed_out
-    assert len(result.rrd) == 200 and all(d > 0 for d in result.rrd)
-    assert ticks and ticks[-1].succeeded == 200 and ticks[-1].in_flight == 0
+    assert len(result.rrd) == 200
+    assert all(d > 0 for d in result.rrd)
+    assert ticks
+    assert ticks[-1].succeeded == 200
+    assert ticks[-1].in_flight == 0
     saved = json.loads(out.read_text())
     assert saved["succeeded"] == 200
     assert saved["failures_by_status"] == {}
@@ -100,7 +103,8 @@ async def test_storm_is_bounded_in_time(lab: Lab) -> None:
             max_duration=0.5,
         )
     assert result.timed_out
-    assert result.attempted == 5 and result.succeeded == 0
+    assert result.attempted == 5
+    assert result.succeeded == 0
     assert result.failed == 5  # unfinished at the bound: counted with status 0
     assert sum(result.failures.values()) == 5
 

@@ -40,15 +40,18 @@ async def test_ua_call_rings_answers_acks_and_hangs_up(tmp_path: Path) -> None:
         assert final.status == 200
         assert call.status == 200
         assert [r.status for r in call.provisionals] == [180]
-        assert call.setup_delay is not None and call.setup_delay >= 0
-        assert call.ack is not None and call.ack.cseq.method == "ACK"
+        assert call.setup_delay is not None
+        assert call.setup_delay >= 0
+        assert call.ack is not None
+        assert call.ack.cseq.method == "ACK"
         (incoming,) = b.incoming
         with trio.fail_after(2):
             await incoming.wait_acked()
         with trio.fail_after(2):
             bye = await call.hangup()
             assert await incoming.wait_ended() == "remote"
-        assert bye is not None and bye.status == 200
+        assert bye is not None
+        assert bye.status == 200
         assert call.ended_by == "local"
     assert methods(a, "out") == ["INVITE", "ACK", "BYE"]
     assert methods(b, "out") == ["180", "200", "200"]
@@ -73,9 +76,11 @@ async def test_ua_cancel_gets_487() -> None:
             cancel_response = await call.cancel()
             final = await call.wait_answered()
             assert await incoming.wait_ended() == "remote"
-        assert cancel_response is not None and cancel_response.status == 200
+        assert cancel_response is not None
+        assert cancel_response.status == 200
         assert final.status == 487
-        assert incoming.cancelled and incoming.status == 487
+        assert incoming.cancelled
+        assert incoming.status == 487
         assert call.ended_by == "cancelled"
         # Too late to answer now.
         assert not await incoming.answer()
@@ -148,14 +153,15 @@ async def test_ua_send_raw_and_expect_a_400() -> None:
         open_ua(local=A, user="a", timers=FAST) as a,
     ):
         raw = (
-            "OPTIONS sip:b@{h}:{p} SIP/2.0\r\n"
-            "Via: SIP/2.0/UDP {ah}:{ap};branch=z9hG4bK-raw1\r\n"
+            f"OPTIONS sip:b@{b.local[0]}:{b.local[1]} SIP/2.0\r\n"
+            f"Via: SIP/2.0/UDP {a.local[0]}:{a.local[1]};branch=z9hG4bK-raw1\r\n"
             "From: <sip:a@x>;tag=1\r\nTo: <sip:b@x>\r\nCall-ID: raw-1\r\nCSeq: 1 OPTIONS\r\n"
             "Max-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
-        ).format(h=b.local[0], p=b.local[1], ah=a.local[0], ap=a.local[1])
+        )
         await a.send_raw(raw.encode(), b.local)
         answer = await a.expect(lambda m: isinstance(m, Response) and m.call_id == "raw-1", 2)
-        assert isinstance(answer, Response) and answer.status == 200
+        assert isinstance(answer, Response)
+        assert answer.status == 200
         await a.send_raw(b"garbage\r\n\r\n", b.local)
         with pytest.raises(trio.TooSlowError):
             await a.expect(lambda m: True, 0.2)

@@ -99,16 +99,20 @@ async def test_ua_call_through_router_to_pbx_stand_in(lab: Lab) -> None:
             and e.message.cseq.method == "INVITE"
             and not e.retransmission
         ]
-        assert len(invites) >= 2 and "Proxy-Authorization" in invites[-1].headers
+        assert len(invites) >= 2
+        assert "Proxy-Authorization" in invites[-1].headers
         # In-dialog requests follow the Record-Route of the router (§12.2.1.1).
-        assert call.dialog is not None and call.dialog.route_set
+        assert call.dialog is not None
+        assert call.dialog.route_set
         assert call.ack_dest == ROUTER
         (incoming,) = pbx.incoming
         with trio.fail_after(5):
             await incoming.wait_acked()
             bye = await call.hangup()
             assert await incoming.wait_ended() == "remote"
-        assert bye is not None and bye.status == 200
+        assert bye is not None
+        assert bye.status == 200
     # The router's and the phone's events share one file: the ladder has both legs.
     nodes = {json.loads(line)["node"] for line in lab.events.read_text().splitlines()}
-    assert "ua1003" in nodes and len(nodes) >= 2
+    assert "ua1003" in nodes
+    assert len(nodes) >= 2

@@ -136,4 +136,6 @@ def difference(name: str) -> str:
     try:
         return f"Kamailio differs by design ({name}): {DIFFERENCES[name]}"
     except KeyError:
-        raise KeyError(f"unknown Kamailio difference {name!r}; known: {sorted(DIFFERENCES)}") from None
+        raise KeyError(
+            f"unknown Kamailio difference {name!r}; known: {sorted(DIFFERENCES)}"
+        ) from None

@@ -93,8 +93,22 @@ KAMAILIO_TABLE_VERSIONS = {"location": 9, "dispatcher": 4}
 """Rows Kamailio 5.6 checks in its ``version`` table (usrloc-create.sql, dispatcher-create.sql)."""
 
 _METHODS = frozenset(
-    "REGISTER INVITE ACK BYE CANCEL OPTIONS SUBSCRIBE NOTIFY MESSAGE INFO UPDATE REFER PRACK "
-    "PUBLISH".split()
+    [
+        "REGISTER",
+        "INVITE",
+        "ACK",
+        "BYE",
+        "CANCEL",
+        "OPTIONS",
+        "SUBSCRIBE",
+        "NOTIFY",
+        "MESSAGE",
+        "INFO",
+        "UPDATE",
+        "REFER",
+        "PRACK",
+        "PUBLISH",
+    ]
 )
 _ALGORITHMS = ("MD5", "SHA-256")
 
@@ -105,9 +119,12 @@ class KamailioRouterParams:
 
     listen_ip: str
     """UDP listen address (127.0.0.x); also the host of the forwarded ``Path``."""
-    db_url: str
+    db_url: str | None = None
     """Realtime DB URL as ``router.realtime.connect`` takes it (``sqlite:///...``,
-    ``postgresql://...``); converted with :func:`kamailio_db_url`."""
+    ``postgresql://...``); converted with :func:`kamailio_db_url`. Required by the registrar."""
+    registrar: bool = True
+    """Registrar role (auth, usrloc, forwarding, lookup); False = dispatcher only, like the
+    reference router without a ``[registrar]`` table (REGISTER answered 405)."""
     listen_port: int = 5060
     destinations: tuple[DispatcherDestination, ...] = ()
     """PBX nodes as a list file; empty = the ``dispatcher`` table of :attr:`dispatcher_db`."""
@@ -181,7 +198,13 @@ class KamailioRouterParams:
         times = (self.failure_window_s, self.block_time_s, self.nonce_lifetime_s)
         if min(times) <= 0 or self.purge_interval_s <= 0:
             raise ValueError("windows, block time, nonce lifetime and purge interval must be > 0")
-        kamailio_db_url(self.db_url)
+        if self.registrar and self.db_url is None:
+            raise ValueError("the registrar role needs db_url (the realtime DB)")
+        if not (self.destinations or self.dispatcher_db or self.db_url):
+            raise ValueError("the dispatcher needs destinations, dispatcher_db or db_url")
+        for url in (self.db_url, self.dispatcher_db):
+            if url is not None:
+                kamailio_db_url(url)
 
     @property
     def address(self) -> tuple[str, int]:
@@ -189,10 +212,15 @@ class KamailioRouterParams:
 
     def kamailio_params(self) -> KamailioParams:
         """The generic :class:`KamailioParams` with every registrar define filled in."""
-        db = kamailio_db_url(self.db_url)
+        db = kamailio_db_url(self.db_url) if self.db_url is not None else None
         ds_db = None
         if not self.destinations:
             ds_db = kamailio_db_url(self.dispatcher_db) if self.dispatcher_db else db
+        roles = {KamailioRole.DISPATCHER}
+        defines: tuple[tuple[str, str | None], ...] = ()
+        if self.registrar and db is not None:
+            roles.add(KamailioRole.REGISTRAR)
+            defines = self._registrar_defines(db)
         return KamailioParams(
             listen_ip=self.listen_ip,
             listen_port=self.listen_port,
@@ -209,14 +237,14 @@ class KamailioRouterParams:
             ds_inactive_threshold=self.inactive_threshold,
             ds_mark_failed=self.mark_failed,
             ds_ping_reply_codes=self.ping_reply_codes,
-            db_url=db,
+            db_url=db if self.registrar else None,
             fr_timer_ms=self.fr_timer_ms,
             fr_inv_timer_ms=self.fr_inv_timer_ms,
             t1_ms=self.t1_ms,
             t2_ms=self.t2_ms,
             debug=self.debug,
-            roles=frozenset({KamailioRole.DISPATCHER, KamailioRole.REGISTRAR}),
-            extra_defines=self._registrar_defines(db) + self.extra_defines,
+            roles=frozenset(roles),
+            extra_defines=defines + self.extra_defines,
         )
 
     def _registrar_defines(self, db: str) -> tuple[tuple[str, str | None], ...]:
@@ -278,16 +306,18 @@ def router_params(
     ``overrides`` replace any :class:`KamailioRouterParams` field afterwards (e.g.
     ``shm_mb=64`` for a small lab run, ``debug=3``).
 
+    Without an enabled ``[registrar]`` (``settings.enabled`` False or no ``db``) the result
+    renders the dispatcher role only, as the reference router then runs.
+
     Raises:
-        ValueError: no UDP listen address, no DB, or a setting Kamailio cannot express.
+        ValueError: no UDP listen address, or a setting Kamailio cannot express.
     """
     from router.features.dispatcher import get_algorithm
 
     udp = config.listen_by_proto("udp")
     if not udp:
         raise ValueError("Kamailio in the lab listens on UDP: the router config has no udp:")
-    if not settings.db:
-        raise ValueError("the Kamailio router needs the realtime DB ([registrar] db)")
+    registrar = settings.enabled and settings.db is not None
     ds = config.dispatcher
     destinations: tuple[DispatcherDestination, ...] = ()
     if ds.db is None and (ds.list_file is not None or ds.destinations):
@@ -307,6 +337,7 @@ def router_params(
         listen_ip=udp[0][0],
         listen_port=udp[0][1],
         db_url=settings.db,
+        registrar=registrar,
         destinations=destinations,
         dispatcher_db=ds.db,
         ds_set=ds.setid,
@@ -359,10 +390,13 @@ def router_params_from_dict(
         ValueError: see :func:`router_params`.
     """
     from router.config import router_config_from_dict
-    from router.registration import load_settings
+    from router.registration import RegistrationSettings, load_settings
 
     config = router_config_from_dict(data, source=source)
-    settings = load_settings(config.registrar, file=source)
+    if config.registrar:
+        settings = load_settings(config.registrar, file=source)
+    else:  # no [registrar] table: the reference router runs without a registrar
+        settings = RegistrationSettings(enabled=False)
     return router_params(config, settings, **overrides)
 
 
@@ -404,6 +438,15 @@ def prepare_database(db_url: str) -> None:
         db.close()
 
 
+def _prepare(params: KamailioRouterParams) -> None:
+    """``version`` rows in every DB this Kamailio will open."""
+    urls = {params.db_url if params.registrar else None}
+    if not params.destinations:
+        urls.add(params.dispatcher_db or params.db_url)
+    for url in sorted(u for u in urls if u is not None):
+        prepare_database(url)
+
+
 def write_router_config(params: KamailioRouterParams, workdir: Path) -> Path:
     """Render ``workdir/kamailio.cfg`` (and ``dispatcher.list`` when used); return its path."""
     return write_config(params.kamailio_params(), workdir)
@@ -423,7 +466,7 @@ def router_command(
     exe = binary or kamailio_binary()
     if exe is None:
         raise KamailioError("Kamailio is not installed (Debian package kamailio)")
-    prepare_database(params.db_url)
+    _prepare(params)
     base = params.kamailio_params()
     cfg = write_config(base, workdir)
     check_config(cfg, base, workdir, binary=exe)
@@ -448,10 +491,9 @@ def start_kamailio_router(
     Raises:
         KamailioConfigError / KamailioError: as :func:`lab.routers.kamailio.start_kamailio`.
     """
-    prepare_database(params.db_url)
+    _prepare(params)
     base = params.kamailio_params()
     cfg = write_config(base, workdir)
     return start_kamailio_config(
         cfg, base, workdir, ready_timeout=ready_timeout, probe_ip=probe_ip, binary=binary
     )
-
