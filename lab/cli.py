@@ -58,6 +58,8 @@ def build_topology(args: argparse.Namespace) -> Topology:
         topology = replace(
             topology, pbx=[replace(p, kind=args.pbx_kind) for p in topology.pbx_nodes()]
         )
+    if getattr(args, "router", None):
+        topology = replace(topology, router=replace(topology.router, kind=args.router))
     if args.time_scale is not None:
         topology = replace(topology, timers=replace(topology.timers, time_scale=args.time_scale))
     for link in args.fault_link or ():
@@ -307,6 +309,11 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     up.add_argument("--pbx", type=int, help="number of PBX nodes")
     up.add_argument(
         "--pbx-kind", choices=["emulator", "sipp", "asterisk"], help="PBX implementation"
+    )
+    up.add_argument(
+        "--router",
+        choices=["reference", "kamailio"],
+        help="router under test: siplab's reference router (default) or Kamailio",
     )
     up.add_argument("--backend", default="local", choices=backend_names())
     up.add_argument("--db", help="realtime DB URL (default: SQLite in the run folder)")

@@ -135,11 +135,16 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
         return
     terminalreporter.section("siplab measurements")
     for m in measured:
-        values = ", ".join(f"{k}={_fmt(v)}" for k, v in m.items() if not isinstance(v, dict | list))
+        values = ", ".join(f"{k}={_fmt(v)}" for k, v in m.items())
         terminalreporter.write_line(f"{m.nodeid}: {values}")
         if m.path is not None:
             terminalreporter.write_line(f"    -> {m.path}")
 
 
 def _fmt(value: object) -> str:
-    return f"{value:.3f}" if isinstance(value, float) else str(value)
+    if isinstance(value, float):
+        return f"{value:.3f}"
+    if isinstance(value, dict | list):
+        text = json.dumps(value, separators=(",", ":"), default=str)
+        return text if len(text) <= 160 else text[:157] + "..."
+    return str(value)

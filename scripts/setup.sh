@@ -43,3 +43,15 @@ if ! $PY -c "import router, trio, pytest_trio, hypothesis, pandas, matplotlib" >
   $PY -m pip install -q --disable-pip-version-check -e '.[test,reports,docker,attack]'
   touch .siplab-installed
 fi
+
+# Docker engine for the lab's docker backend (tests marked `docker`). Best effort for users:
+# without an engine those tests skip and say why. CI sets SIPLAB_REQUIRE_DOCKER=1.
+if [ "${SIPLAB_SKIP_DOCKER:-0}" != 1 ]; then
+  if ! $PY -m lab.docker.base_image --start-dockerd; then
+    if [ "${SIPLAB_REQUIRE_DOCKER:-0}" = 1 ]; then
+      echo "setup: the Docker engine could not be started" >&2
+      exit 1
+    fi
+    echo "setup: no Docker engine: tests marked docker will be skipped" >&2
+  fi
+fi
