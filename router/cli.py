@@ -23,6 +23,7 @@ _COMMAND_MODULES: tuple[str, ...] = (
     "lab.pbx.cli",
     "lab.cli",
     "reports.cli",
+    "lab.storm_cli",
 )
 
 

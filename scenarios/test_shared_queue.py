@@ -92,24 +92,20 @@ def rung(lab: Lab, node: str, call_id: str) -> list[str]:
 
 
 async def register_members(lab: Lab, *uas: UserAgent) -> None:
-    """REGISTER each member through the router, then wait until every node has the binding
-    (the router forwards registrations to all nodes; each node writes its own ps_contacts
-    row with its name as reg_server)."""
+    """REGISTER each member through the router, then wait until every node has bound it
+    (the router forwards each registration to every node: their ``register`` events)."""
     for ua in uas:
         with trio.fail_after(5):
             result = await ua.register()
         assert result.ok, f"{ua.user}: REGISTER answered {result.status}"
-    nodes = {n.name for n in lab.pbx}
     deadline = time.monotonic() + 5
-    with lab.db() as db:
+    for node in lab.pbx:
         for ua in uas:
-            while True:
-                rows = db.query(
-                    "SELECT reg_server FROM ps_contacts WHERE id LIKE ?", (f"{ua.user};@%",)
-                )
-                if nodes <= {r[0] for r in rows}:
-                    break
-                assert time.monotonic() < deadline, f"{ua.user} bound on {rows}, want {nodes}"
+            while not any(
+                e.get("event") == "register" and e.get("aor") == ua.user and e.get("status") == 200
+                for e in node_events(lab, node.name)
+            ):
+                assert time.monotonic() < deadline, f"{ua.user} never bound on {node.name}"
                 await trio.sleep(0.05)
 
 
