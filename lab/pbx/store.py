@@ -225,6 +225,11 @@ class PbxStore:
         Raises:
             RealtimeError: the DB cannot be opened.
         """
+        # The node's contact writes need no fsync each (a PBX is not the component whose
+        # acknowledgements the lab checks for durability); holding the SQLite write lock through
+        # an fsync per REGISTER made every writer sharing the file (router included) wait.
+        if url.startswith("sqlite:") and "synchronous=" not in url:
+            url += ("&" if "?" in url else "?") + "synchronous=normal"
         store = cls(connect(url))
         if create:
             store.create_schema()

@@ -1,0 +1,153 @@
+"""Call storm: a ramp of calls per second through the default lab, and its capacity report.
+
+Topology: the session's default lab (router, pbx1..3, SQLite, 500 users, relays on
+ua-router and router-pbx1; the calls for pbx1 cross that relay). SIPp places calls to
+extension 600 (Answer; the caller sends BYE at once) straight to the router, in steps of
+increasing offered rate, each step a bounded number of calls: 50/s, 100/s, 200/s for 3 s each.
+
+What is done with the numbers: each step becomes a ``StepResult`` judged against the service
+level (failed <= 0.1%, p95 setup delay bound), the steps and the lab's events of the storm
+window are written as a run folder (``<run>/tests/<test>/report/``: ``capacity.json``,
+``events.jsonl``, ``lab.json``) and ``reports.build.build_report`` turns it into
+``report.html`` + ``summary.json``.
+
+Must hold: success >= 99.9% on the steps below the lab's capacity (``CAPACITY_CPS``); the
+report is built; its per-step numbers, counted by the router (the vantage node), agree with
+SIPp's own.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from typing import Any
+
+import pytest
+
+from lab.engines import uac_call
+from lab.pytest_plugin import Lab
+from reports.build import build_report
+from reports.search import Phase, SearchResult, SearchStep, ServiceLevel, StepResult
+
+STEPS = [(50.0, 150), (100.0, 300), (200.0, 600)]
+"""(offered calls/s, calls) per step."""
+CAPACITY_CPS = 200.0
+"""Offered rates up to this are below the default lab's capacity on the 2-core reference
+machine (see the report's knee); steps above it are measured and reported, not judged."""
+LEVEL = ServiceLevel(max_failure_ratio=0.001, max_p95_ms=500.0, max_retrans_per_call=0.05)
+
+
+def step_result(lab: Lab, rate: float, calls: int, number: int) -> StepResult:
+    start = time.time()
+    sipp = lab.run_sipp(
+        uac_call(hold_ms=0),
+        name=f"call-storm-{number}-{rate:g}cps",
+        service="600",
+        max_calls=calls,
+        rate=rate,
+        timeout_s=60.0,
+    )
+    time.sleep(0.3)  # the last BYEs and the nodes' last event batches
+    end = time.time()
+    return StepResult(
+        offered=rate,
+        duration_s=end - start,
+        attempted=sipp.calls_created,
+        successful=sipp.successful,
+        failed=sipp.failed,
+        p50_ms=sipp.p50_ms,
+        p95_ms=sipp.p95_ms,
+        p99_ms=sipp.p99_ms,
+        retransmissions=sipp.retransmissions,
+        failed_by_reason=dict(sipp.failed_by_reason),
+        start=start,
+        kind="call",
+    )
+
+
+def write_run_folder(lab: Lab, folder: Any, search: SearchResult, since: float) -> None:
+    """A run folder ``reports`` can read: capacity.json, events.jsonl, lab.json."""
+    folder.mkdir(parents=True, exist_ok=True)
+    capacity = {
+        "scenario": "call",
+        "router": lab.topology.router.kind,
+        "vantage": {"node": "router", "requests_dir": "in"},
+        "generators": ["sipp"],
+        "search": search.to_dict(),
+    }
+    (folder / "capacity.json").write_text(json.dumps(capacity, indent=2) + "\n")
+    with (folder / "events.jsonl").open("w", encoding="utf-8") as f:
+        for event in lab.events(since):
+            f.write(json.dumps(event, separators=(",", ":")) + "\n")
+    shutil.copy(lab.run_dir / "lab.json", folder / "lab.json")
+
+
+def test_call_storm_ramp_and_report(
+    lab: Lab, measurements: dict[str, Any], request: pytest.FixtureRequest
+) -> None:
+    """Three steps, 50 -> 100 -> 200 calls/s (1050 calls), then the report.
+
+    Must hold: every step at or below ``CAPACITY_CPS`` completes >= 99.9% of its calls;
+    ``report.html`` and ``summary.json`` exist; per step, the router's attempted and
+    successful counts in ``summary.json`` equal SIPp's calls created and successful calls.
+    """
+    for node in lab.pbx:
+        lab.wait_dispatcher(node.name, active=True)
+    since = time.time()
+    steps = []
+    for number, (rate, calls) in enumerate(STEPS, start=1):
+        result = step_result(lab, rate, calls, number)
+        steps.append(SearchStep(Phase.RAMP, result, LEVEL.check(result)))
+    passing = [s.result.offered for s in steps if s.passed]
+    search = SearchResult(
+        steps=tuple(steps),
+        level=LEVEL,
+        knee=max(passing) if passing else None,
+        bracketed=len(passing) < len(steps),
+        confirmed=False,
+        resolution=50.0,
+    )
+    folder = lab.artifacts(request.node.nodeid) / "report"
+    write_run_folder(lab, folder, search, since)
+    report = build_report(folder)
+
+    measurements["steps"] = [
+        {
+            "offered": s.result.offered,
+            "attempted": s.result.attempted,
+            "successful": s.result.successful,
+            "failed": s.result.failed,
+            "achieved_per_s": round(s.result.achieved, 1),
+            "p95_ms": s.result.p95_ms,
+            "passed": s.passed,
+            "reasons": list(s.reasons),
+        }
+        for s in steps
+    ]
+    measurements["knee_cps"] = search.knee
+    measurements["report"] = str(report)
+    for s in steps:
+        r = s.result
+        print(
+            f"{r.offered:g} cps: {r.successful}/{r.attempted} ok, p95 {r.p95_ms} ms, "
+            f"{r.retransmissions} retransmissions, {'pass' if s.passed else s.reasons}"
+        )
+
+    for s in steps:
+        r = s.result
+        assert r.attempted == STEPS[steps.index(s)][1]
+        if r.offered <= CAPACITY_CPS:
+            ratio = r.successful / r.attempted
+            assert ratio >= 0.999, (r.offered, r.successful, r.attempted, r.failed_by_reason)
+
+    assert report.name == "report.html" and report.is_file()
+    summary = json.loads((folder / "summary.json").read_text())
+    assert summary["source"] == "events"
+    assert len(summary["steps"]) == len(steps)
+    for row, s in zip(summary["steps"], steps, strict=True):
+        assert row["offered"] == s.result.offered
+        assert row["attempted"] == s.result.attempted, row
+        assert row["successful"] == s.result.successful, row
+        assert row["generator_successful"] == s.result.successful
+    assert summary["totals"]["attempted"] == sum(s.result.attempted for s in steps)
