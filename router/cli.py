@@ -24,6 +24,7 @@ _COMMAND_MODULES: tuple[str, ...] = (
     "lab.cli",
     "reports.cli",
     "lab.storm_cli",
+    "lab.conformance",
 )
 
 

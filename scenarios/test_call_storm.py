@@ -32,10 +32,19 @@ from reports.search import Phase, SearchResult, SearchStep, ServiceLevel, StepRe
 
 STEPS = [(50.0, 150), (100.0, 300), (200.0, 600)]
 """(offered calls/s, calls) per step."""
-CAPACITY_CPS = 200.0
+CAPACITY_CPS = 100.0
 """Offered rates up to this are below the default lab's capacity on the 2-core reference
-machine (see the report's knee); steps above it are measured and reported, not judged."""
-LEVEL = ServiceLevel(max_failure_ratio=0.001, max_p95_ms=500.0, max_retrans_per_call=0.05)
+machine; steps above it are measured and reported (the report's knee), not judged. Measured
+there: 100/s all calls complete (p95 ~60 ms); 200/s ~5% of the BYEs time out (router, three
+nodes, the Python relay in front of pbx1 and SIPp share two cores)."""
+LEVEL = ServiceLevel(
+    max_failure_ratio=0.001,
+    max_p95_ms=500.0,
+    max_retrans_per_call=0.05,
+    # A step's window runs from SIPp's start to the last BYE plus 0.3 s, so the achieved
+    # rate over it is ~10% under what SIPp offered while running.
+    min_achieved_ratio=0.8,
+)
 
 
 def step_result(lab: Lab, rate: float, calls: int, number: int) -> StepResult:

@@ -1,0 +1,169 @@
+"""``siplab conformance``: every scenario's verdict for the reference router and for Kamailio.
+
+``siplab conformance --run`` runs ``pytest scenarios/`` once per router (``--router reference``
+and ``--router kamailio``), each writing JUnit XML into the output folder, then prints one table:
+scenario, verdict per router (pass / FAIL / skip / xfail), and the reason where a verdict is not a
+pass (a scenario where Kamailio differs by design says so through its skip/xfail reason, see
+``lab/routers/kamailio/differences.py``). Without ``--run`` it reads existing JUnit files
+(``--junit reference=FILE --junit kamailio=FILE``). ``--markdown`` prints a Markdown table, and
+``conformance.json`` is written next to the JUnit files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass
+from pathlib import Path
+
+ROUTERS = ("reference", "kamailio")
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    outcome: str
+    """pass, FAIL, ERROR, skip or xfail."""
+    reason: str = ""
+
+
+def read_junit(path: Path) -> dict[str, Verdict]:
+    """Test id (``file::name``) -> verdict, from a pytest JUnit XML file."""
+    try:
+        root = ET.parse(path).getroot()
+    except (OSError, ET.ParseError) as exc:
+        raise ValueError(f"{path}: not a readable JUnit XML file ({exc})") from None
+    out: dict[str, Verdict] = {}
+    for case in root.iter("testcase"):
+        classname = case.get("classname", "")
+        name = case.get("name", "")
+        module = classname.rsplit(".", 1)[-1] if classname else ""
+        key = f"{module}::{name}" if module else name
+        verdict = Verdict("pass")
+        for child in case:
+            message = (child.get("message") or child.text or "").strip().splitlines()
+            first = message[0][:140] if message else ""
+            if child.tag == "failure":
+                verdict = Verdict("FAIL", first)
+            elif child.tag == "error":
+                verdict = Verdict("ERROR", first)
+            elif child.tag == "skipped":
+                kind = "xfail" if (child.get("type") or "").endswith("xfail") else "skip"
+                verdict = Verdict(kind, first)
+        out[key] = verdict
+    return out
+
+
+def table(results: dict[str, dict[str, Verdict]]) -> list[tuple[str, ...]]:
+    """Rows: scenario, then one verdict per router, then the reasons."""
+    routers = list(results)
+    names = sorted({name for verdicts in results.values() for name in verdicts})
+    rows = []
+    for name in names:
+        cells = [results[r].get(name, Verdict("-")) for r in routers]
+        reasons = "; ".join(
+            f"{r}: {c.reason}" for r, c in zip(routers, cells, strict=True) if c.reason
+        )
+        rows.append((name, *(c.outcome for c in cells), reasons))
+    return rows
+
+
+def render(results: dict[str, dict[str, Verdict]], *, markdown: bool = False) -> str:
+    routers = list(results)
+    rows = table(results)
+    header = ("scenario", *routers, "why (non-pass)")
+    if markdown:
+        lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        lines += [
+            "| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in rows
+        ]
+        return "\n".join(lines)
+    width = max([len(header[0]), *(len(r[0]) for r in rows)])
+    lines = [f"{header[0]:<{width}}  " + "  ".join(f"{r:<10}" for r in routers) + "  why"]
+    for row in rows:
+        lines.append(
+            f"{row[0]:<{width}}  " + "  ".join(f"{c:<10}" for c in row[1:-1]) + f"  {row[-1]}"
+        )
+    totals = {r: sum(1 for row in rows if row[1 + i] == "pass") for i, r in enumerate(routers)}
+    lines.append("")
+    lines.append("passed: " + ", ".join(f"{r} {n}/{len(rows)}" for r, n in totals.items()))
+    return "\n".join(lines)
+
+
+def run_suite(router: str, out: Path, extra: list[str]) -> Path:
+    junit = out / f"junit-{router}.xml"
+    cmd = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "scenarios",
+        f"--router={router}",
+        f"--junitxml={junit}",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        *extra,
+    ]
+    print(f"conformance: {' '.join(cmd)}", file=sys.stderr, flush=True)
+    subprocess.run(cmd, check=False)
+    if not junit.exists():
+        raise RuntimeError(f"pytest wrote no {junit}")
+    return junit
+
+
+def cmd_conformance(args: argparse.Namespace) -> int:
+    from router.cli import UserError
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    files: dict[str, Path] = {}
+    for item in args.junit or ():
+        router, sep, path = item.partition("=")
+        if not sep:
+            raise UserError(f"--junit {item!r}: expected ROUTER=FILE")
+        files[router] = Path(path)
+    if args.run:
+        for router in ROUTERS:
+            try:
+                files[router] = run_suite(router, out, args.pytest_args or [])
+            except RuntimeError as exc:
+                raise UserError(str(exc)) from None
+    if not files:
+        for router in ROUTERS:
+            candidate = out / f"junit-{router}.xml"
+            if candidate.exists():
+                files[router] = candidate
+    if not files:
+        raise UserError(f"{out}: no junit-<router>.xml files; use --run or --junit ROUTER=FILE")
+    try:
+        results = {router: read_junit(path) for router, path in files.items()}
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    print(render(results, markdown=args.markdown))
+    (out / "conformance.json").write_text(
+        json.dumps(
+            {
+                r: {k: {"outcome": v.outcome, "reason": v.reason} for k, v in res.items()}
+                for r, res in results.items()
+            },
+            indent=2,
+        )
+        + "\n"
+    )
+    return 0
+
+
+def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("conformance", help="scenario verdicts: reference router vs Kamailio")
+    p.add_argument(
+        "--run", action="store_true", help="run pytest scenarios/ for both routers first"
+    )
+    p.add_argument("--junit", action="append", help="ROUTER=FILE: read an existing JUnit XML")
+    p.add_argument(
+        "--out", default="runs/conformance", help="folder for JUnit files and conformance.json"
+    )
+    p.add_argument("--markdown", action="store_true", help="print a Markdown table")
+    p.add_argument("pytest_args", nargs="*", help="extra pytest arguments (after --)")
+    p.set_defaults(func=cmd_conformance)
