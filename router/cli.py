@@ -84,4 +84,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # `python -m router.cli` runs this file as __main__; delegate to the module proper so that
+    # the UserError the commands raise (imported from router.cli) is the class caught in main.
+    from router.cli import main as _main
+
+    sys.exit(_main())

@@ -300,7 +300,11 @@ def _required(headers: Headers, name: str) -> str:
 
 
 def _call_id(h: Headers) -> str:
-    value = _required(h, "call-id").strip()
+    return _parse_call_id(_required(h, "call-id"))
+
+
+def _parse_call_id(raw: str) -> str:
+    value = raw.strip()
     if not value or " " in value or "\t" in value:
         raise SipParseError("bad Call-ID", trigger="bad_call_id")
     return value
@@ -327,7 +331,10 @@ def _vias(h: Headers) -> list[Via]:
 
 
 def _max_forwards(h: Headers) -> int | None:
-    value = _first(h, "max-forwards")
+    return _parse_max_forwards(_first(h, "max-forwards"))
+
+
+def _parse_max_forwards(value: str | None) -> int | None:
     # RFC 3261 §20.22: Max-Forwards = 1*DIGIT, "between 0 and 255" in practice.
     return None if value is None else parse_int_value(value, "max_forwards", 255)
 
