@@ -7,7 +7,18 @@ fault relay. Every table is a frozen dataclass loaded through
 dotted field and the reason (``lab.toml: pbx[1].kind: must be one of ...``).
 
 No file is needed for the common case: :func:`default_topology` is the router, three emulator
-nodes, SQLite in the run folder, users 100..599 and ``queue1`` ringing 101 and 102. Example::
+nodes, SQLite in the run folder, users 100..599 and ``queue1`` ringing 101 and 102.
+
+The realtime DB (``[db]``) is SQLite in the run folder, an existing DB (``url``), or a
+PostgreSQL the lab starts itself (``kind = "postgres"``: a private cluster in the run folder,
+the ``db`` node on 127.<net>.0.5:5432, see ``lab/backends/postgres.py``). With
+``router.kind = "kamailio"`` and no DB given (``kind = "auto"``, no ``url``) the lab starts that
+PostgreSQL: Kamailio's db_sqlite (5.6) sets no SQLite busy timeout, and the realtime file is
+written at the same time by Kamailio (``location``) and by every PBX node (``ps_contacts`` of the
+forwarded registrations), so a registration storm fails a third of its REGISTERs with 500
+"database is locked" (``lab.routers.kamailio.differences`` ``sqlite_concurrency``). PostgreSQL
+has row locks and no such failure. ``kind = "sqlite"`` keeps SQLite for Kamailio anyway.
+Example::
 
     [router]
     kind = "reference"              # or "kamailio"
@@ -19,7 +30,9 @@ nodes, SQLite in the run folder, users 100..599 and ``queue1`` ringing 101 and 1
     external = "127.0.0.50:5060"    # already running; the lab only points the router at it
 
     [db]
-    url = ""                        # empty: sqlite file realtime.db in the run folder
+    kind = "auto"                   # "sqlite", "postgres" (started by the lab); auto: postgres
+                                    # for router.kind "kamailio", else sqlite (or url if given)
+    url = ""                        # an existing DB; empty: realtime.db in the run folder
 
     [users]
     count = 500
@@ -44,9 +57,9 @@ nodes, SQLite in the run folder, users 100..599 and ``queue1`` ringing 101 and 1
 
     faults = ["ua-router", "router-pbx1"]
 
-Addresses are fixed by the architecture (one loopback address per node): router
-``127.0.0.10:5060``, ``pbxN`` ``127.0.0.(10+N):5060``, fault relays and load generators from
-``127.0.0.100`` on.
+Addresses are fixed by the architecture (one loopback address per node): the lab DB
+``127.0.0.5:5432`` (when the lab starts PostgreSQL), router ``127.0.0.10:5060``, ``pbxN``
+``127.0.0.(10+N):5060``, fault relays and load generators from ``127.0.0.100`` on.
 """
 
 from __future__ import annotations
@@ -61,10 +74,13 @@ from router.configfile import ConfigError, FieldError, load_section, read_toml
 ROUTER_HOST = "127.0.0.10"
 SIP_PORT = 5060
 HTTP_PORT = 8080
+DB_PORT = 5432
+"""Port of the lab's own PostgreSQL (``[db] kind = "postgres"``) on :func:`db_host`."""
 FIRST_AUX_HOST = 100
 """Fault relays use 127.0.0.100 + i; load generators the addresses after them."""
 
 PbxKind = Literal["emulator", "asterisk", "sipp"]
+DbKind = Literal["auto", "sqlite", "postgres"]
 
 
 def pbx_host(index: int, net: int = 0) -> str:
@@ -83,6 +99,11 @@ def aux_host(index: int, net: int = 0) -> str:
 
 def router_host(net: int = 0) -> str:
     return f"127.{net}.0.10"
+
+
+def db_host(net: int = 0) -> str:
+    """The lab DB's address: 127.<net>.0.5 (below the router's .10, above the host's .1)."""
+    return f"127.{net}.0.5"
 
 
 def _check_hostport(name: str, value: str) -> tuple[str, int]:
@@ -124,14 +145,28 @@ class PbxSpec:
 
 @dataclass(frozen=True, slots=True)
 class DbSpec:
+    kind: DbKind = "auto"
+    """``sqlite``: ``url`` or ``realtime.db`` in the run folder; ``postgres``: a PostgreSQL
+    cluster the lab starts in the run folder (node ``db``); ``auto``: ``url`` if given, else
+    ``postgres`` under Kamailio and ``sqlite`` under the reference router (module docstring)."""
     url: str = ""
-    """``postgresql://...``, ``sqlite:///path``, or empty for ``realtime.db`` in the run folder."""
+    """An existing DB: ``postgresql://...`` or ``sqlite:///path``; empty for the lab's own."""
 
     def __post_init__(self) -> None:
+        if self.kind not in ("auto", "sqlite", "postgres"):
+            raise FieldError("kind", f"must be one of auto, sqlite, postgres, got {self.kind!r}")
         if self.url and not self.url.startswith(("sqlite:", "postgresql://", "postgres://")):
             raise FieldError(
                 "url", f"expected sqlite:///path or postgresql://..., got {self.url!r}"
             )
+        if self.url and self.kind == "postgres":
+            raise FieldError(
+                "url",
+                "kind 'postgres' is the PostgreSQL the lab starts itself; an existing "
+                "PostgreSQL is given as url with kind 'auto'",
+            )
+        if self.url.startswith("postgres") and self.kind == "sqlite":
+            raise FieldError("url", "kind 'sqlite' with a postgresql:// url")
 
 
 @dataclass(frozen=True, slots=True)
@@ -260,6 +295,17 @@ class Topology:
         return router_host(self.net)
 
     @property
+    def db_host(self) -> str:
+        return db_host(self.net)
+
+    @property
+    def lab_postgres(self) -> bool:
+        """True when the lab starts its own PostgreSQL (``[db]``: module docstring)."""
+        if self.db.kind == "postgres":
+            return True
+        return self.db.kind == "auto" and not self.db.url and self.router.kind == "kamailio"
+
+    @property
     def users_domain(self) -> str:
         return self.users.domain or self.router_host
 
@@ -362,10 +408,12 @@ def _dump_table(data: dict[str, Any], path: list[str], lines: list[str]) -> None
 
 
 __all__ = [
+    "DB_PORT",
     "HTTP_PORT",
     "ROUTER_HOST",
     "SIP_PORT",
     "ConfigError",
+    "DbKind",
     "DbSpec",
     "DispatcherSpec",
     "PbxSpec",
@@ -376,6 +424,7 @@ __all__ = [
     "Topology",
     "UsersSpec",
     "aux_host",
+    "db_host",
     "default_topology",
     "dump_toml",
     "load_topology",

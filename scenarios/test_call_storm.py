@@ -150,7 +150,8 @@ def test_call_storm_ramp_and_report(
             ratio = r.successful / r.attempted
             assert ratio >= 0.999, (r.offered, r.successful, r.attempted, r.failed_by_reason)
 
-    assert report.name == "report.html" and report.is_file()
+    assert report.name == "report.html"
+    assert report.is_file()
     summary = json.loads((folder / "summary.json").read_text())
     assert summary["source"] == "events"
     assert len(summary["steps"]) == len(steps)

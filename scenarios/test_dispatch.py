@@ -108,15 +108,14 @@ async def test_hash_call_id_spreads_and_is_deterministic(
     counts = {n: len(c) for n, c in seen.items()}
     measurements["calls_per_node"] = counts
     assert sum(counts.values()) == CALLS
-    assert min(counts.values()) > 0 and max(counts.values()) <= 0.6 * CALLS, counts
+    assert min(counts.values()) > 0, counts
+    assert max(counts.values()) <= 0.6 * CALLS, counts
     for node, call_ids in seen.items():
         for call_id in call_ids:
             assert order[ds_get_hash(call_id.strip()) % len(order)] == node, call_id
 
 
-async def test_serial_sends_everything_to_the_first(
-    lab: Lab, measurements: dict[str, Any]
-) -> None:
+async def test_serial_sends_everything_to_the_first(lab: Lab, measurements: dict[str, Any]) -> None:
     """Algorithm 8 (serial / priority order), 30 calls.
 
     Must hold: all calls go to the first node of the set; the others get none.
@@ -127,7 +126,8 @@ async def test_serial_sends_everything_to_the_first(
     await place_calls(lab, "dispatch-serial", calls=30)
     counts = {n: len(c) for n, c in invites_by_node(lab, since).items()}
     measurements["calls_per_node"] = counts
-    assert counts[first] == 30 and sum(counts.values()) == 30, counts
+    assert counts[first] == 30, counts
+    assert sum(counts.values()) == 30, counts
 
 
 async def test_weight_follows_the_attrs(lab: Lab, measurements: dict[str, Any]) -> None:

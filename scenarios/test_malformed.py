@@ -66,6 +66,25 @@ SEED = 4475
 # -- helpers ----------------------------------------------------------------------------------
 
 
+_TOP_VIA = re.compile(
+    rb"^((?:Via|v)[ \t]*:[ \t]*SIP[ \t]*/[ \t]*[\d.]+[ \t]*/[ \t]*)([A-Za-z]+[ \t]+[^;,\s]+)",
+    re.I | re.M,
+)
+
+
+def corpus_message(name: str, me: tuple[str, int]) -> bytes:
+    """RFC 4475 message ``name`` with its first Via's transport and sent-by made ``UDP me``.
+
+    The corpus names hosts such as ``host5.example.com``; left as is, any reply (or a router
+    that ignored ``received``) would make the router resolve them in DNS, off the loopback.
+    Only the sent-by changes: what makes the message invalid is elsewhere (badinv01's broken
+    Via is not matched and stays intact).
+    """
+    data = (CORPUS / f"{name}.sip").read_bytes()
+    sent_by = f"UDP {me[0]}:{me[1]}".encode()
+    return _TOP_VIA.sub(lambda m: m.group(1) + sent_by, data, count=1)
+
+
 def drops_total(lab: Lab) -> int:
     """Sum of the router's drop counters (``/status``)."""
     return int(sum(lab.router_status()["drops"].values()))
@@ -159,10 +178,10 @@ async def test_malformed_rfc4475_invalid_over_udp(lab: Lab, name: str) -> None:
     (400, 505 for a bad version) exactly when the message carries enough to answer to;
     otherwise nothing comes back.
     """
-    data = (CORPUS / f"{name}.sip").read_bytes()
     want = RFC4475_INVALID[name]
     router = (lab.router.host, lab.router.port)
     async with lab.open_ua("malformed", local=(lab.generator_host(6), 5060)) as ua:
+        data = corpus_message(name, ua.local)
         before = drops_total(lab)
         await ua.send_raw(data, router)
         got = await answered(ua, 1.0 if want else 0.3)
@@ -231,26 +250,30 @@ async def test_malformed_tcp_framing_is_answered_or_closed(lab: Lab, name: str) 
     invite = sample_invite(lab, (lab.generator_host(6), 5060)).replace(
         b"SIP/2.0/UDP", b"SIP/2.0/TCP"
     )
-    stream = await trio.open_tcp_stream(host, port)
+    stream = await trio.open_tcp_stream(host, port, local_address=lab.generator_host(6))
     got = b""
     async with stream:
-        await stream.send_all(TCP_FRAMING[name](invite))
         with trio.move_on_after(2) as waited:
-            while chunk := await stream.receive_some(65536):
-                got += chunk
-                if got.startswith(b"SIP/2.0 4") and b"\r\n\r\n" in got:
-                    break
+            try:
+                await stream.send_all(TCP_FRAMING[name](invite))
+                while chunk := await stream.receive_some(65536):
+                    got += chunk
+                    if got.startswith(b"SIP/2.0 4") and b"\r\n\r\n" in got:
+                        break
+            except trio.BrokenResourceError:
+                pass  # reset by the router while we were still sending: closed
     assert not waited.cancelled_caught, f"{name}: connection neither answered nor closed"
     assert got == b"" or got.startswith(b"SIP/2.0 400"), got[:80]
     await assert_tcp_options(lab)
 
 
-async def assert_tcp_options(lab: Lab) -> None:
+async def assert_tcp_options(lab: Lab, *, rport: bool = True) -> None:
+    """A valid OPTIONS on a new TCP connection is answered 200 on that connection."""
     host, port = lab.router.host, lab.router.port
     me = lab.generator_host(6)
     headers = Headers(
         [
-            ("Via", f"SIP/2.0/TCP {me}:5060;branch={new_branch()}"),
+            ("Via", f"SIP/2.0/TCP {me}:5060;branch={new_branch()}" + (";rport" if rport else "")),
             ("Max-Forwards", "70"),
             ("From", f"<sip:malformed@{lab.domain}>;tag={new_tag()}"),
             ("To", f"<sip:{host}>"),
@@ -258,7 +281,7 @@ async def assert_tcp_options(lab: Lab) -> None:
             ("CSeq", "1 OPTIONS"),
         ]
     )
-    async with await trio.open_tcp_stream(host, port) as stream:
+    async with await trio.open_tcp_stream(host, port, local_address=me) as stream:
         await stream.send_all(serialize(Request("OPTIONS", f"sip:{host}:{port}", headers)))
         got = b""
         with trio.fail_after(2):
@@ -286,7 +309,9 @@ async def test_malformed_tcp_framing_errors_are_counted(lab: Lab) -> None:
     invite = sample_invite(lab, (lab.generator_host(6), 5060)).replace(
         b"SIP/2.0/UDP", b"SIP/2.0/TCP"
     )
-    async with await trio.open_tcp_stream(host, port) as stream:
+    async with await trio.open_tcp_stream(
+        host, port, local_address=lab.generator_host(6)
+    ) as stream:
         await stream.send_all(TCP_FRAMING["no-content-length"](invite))
         with trio.move_on_after(1):
             while await stream.receive_some(65536):
@@ -307,7 +332,7 @@ async def test_malformed_after_the_whole_corpus_router_keeps_serving(lab: Lab) -
     router = (lab.router.host, lab.router.port)
     started = time.monotonic()
     async with lab.open_ua("malformed", local=(lab.generator_host(6), 5060)) as ua:
-        corpus = [(CORPUS / f"{n}.sip").read_bytes() for n in sorted(RFC4475_INVALID)]
+        corpus = [corpus_message(n, ua.local) for n in sorted(RFC4475_INVALID)]
         corpus += list(generated_udp(lab, ua.local).values())
         before = drops_total(lab)
         for data in corpus:
@@ -321,3 +346,44 @@ async def test_malformed_after_the_whole_corpus_router_keeps_serving(lab: Lab) -
     assert lab.router.pid == pid
     await assert_router_serves(lab)
     assert time.monotonic() - started < 15
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="the router answers a TCP request without rport by opening a new connection to "
+    "received:5060 instead of using the connection it came on (RFC 3261 §18.2.2)",
+)
+async def test_malformed_tcp_reply_uses_the_same_connection(lab: Lab) -> None:
+    """Topology: the default lab.
+
+    Action: a valid OPTIONS over TCP whose Via has no ``rport`` (sent-by port 5060, where
+    nothing listens).
+
+    Must hold: RFC 3261 §18.2.2: "If the 'sent-protocol' is a reliable transport protocol such
+    as TCP or SCTP ... the response MUST be sent using the existing connection to the source
+    of the original request": the 200 comes back on our connection.
+    """
+    await assert_tcp_options(lab, rport=False)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="for a message that fails to parse, the router sends its 400 to the Via sent-by "
+    "without applying received (RFC 3261 §18.2.2); with a hostname there it even resolves it",
+)
+async def test_malformed_400_goes_to_the_source_address(lab: Lab) -> None:
+    """Topology: the default lab.
+
+    Action: RFC 4475 ``clerr`` (Content-Length larger than the body) whose Via names another
+    loopback address (127.x.0.250, where nothing listens) than the one it is sent from.
+
+    Must hold: RFC 3261 §18.2.2: the response goes "to the address in the 'received'
+    parameter", the source of the request: we get the 400.
+    """
+    router = (lab.router.host, lab.router.port)
+    elsewhere = (lab.topology.generator_host(0).rpartition(".")[0] + ".250", 5060)
+    async with lab.open_ua("malformed", local=(lab.generator_host(6), 5060)) as ua:
+        await ua.send_raw(corpus_message("clerr", elsewhere), router)
+        got = await answered(ua, 1.0)
+    assert got is not None, "the 400 did not come back to the source address"
+    assert got.status == 400

@@ -15,8 +15,8 @@ Measured (printed in the "siplab measurements" summary, written to
   INVITEs sent to the dead node time out at ``fr_timer`` and fail over to the next node).
 
 Must hold: ``detect_s <= interval + timeout + slack``; ``recover_s <= interval *
-inactive_threshold + slack``; ``lost <= exposed``; no INVITE reaches the node between
-detection and its return.
+inactive_threshold + slack``; ``lost <= exposed``; the router sends no new call to the node
+between detection and its return.
 """
 
 from __future__ import annotations
@@ -52,11 +52,11 @@ def probing(lab: Lab) -> dict[str, float]:
     }
 
 
-async def wait_flags(lab: Lab, node: str, active: bool, timeout: float = 10.0) -> float:
+async def wait_flags(lab: Lab, node: str, active: bool, limit: float = 10.0) -> float:
     """Poll the router until ``node`` is (in)active; returns when it was seen (monotonic)."""
     uri = lab.dispatch_uri(node)
     want = "A" if active else "I"
-    with trio.fail_after(timeout):
+    with trio.fail_after(limit):
         while True:
             if lab.dispatcher_flags().get(uri, "?")[:1] == want:
                 return time.monotonic()
@@ -73,6 +73,22 @@ def node_calls(lab: Lab, node: str, since: float) -> list[tuple[float, str, str]
         and e.get("dir") == "in"
         and e.get("status") is None
         and e.get("method") in ("INVITE", "BYE")
+    ]
+
+
+def router_invites_to(lab: Lab, node: str, since: float) -> list[tuple[float, str]]:
+    """(t, call_id) of every INVITE the router sent to ``node`` since ``since``
+    (retransmissions included)."""
+    peer = lab.dispatch_uri(node).removeprefix("sip:")
+    return [
+        (e["t"], e["call_id"])
+        for e in lab.events(since)
+        if e.get("node") == "router"
+        and e.get("event") == "sip"
+        and e.get("dir") == "out"
+        and e.get("method") == "INVITE"
+        and e.get("status") is None
+        and e.get("peer") == peer
     ]
 
 
@@ -106,25 +122,26 @@ async def failure_mid_storm(
         getattr(lab, fail)(node)
         detected = await wait_flags(lab, node, active=False)
         await trio.sleep(1.0)
+        restoring_at_wall = time.time()
         if fail == "kill":
             lab.restart(node)  # returns once the node answers OPTIONS again
         else:
             lab.resume(node)
-        back_at_wall = time.time()
         back = time.monotonic()
         recovered = await wait_flags(lab, node, active=True)
     (sipp,) = result
-    time.sleep(0.2)  # let the nodes flush their last events
+    await trio.sleep(0.2)  # let the nodes flush their last events
 
     before = [c for c in node_calls(lab, node, since) if c[0] < failed_at_wall]
     invited = {cid for _, m, cid in before if m == "INVITE"}
     byed = {cid for _, m, cid in before if m == "BYE"}
     exposed = len(invited - byed)
-    during = [
-        c
-        for c in node_calls(lab, node, since)
-        if failed_at_wall + (detected - failed_at) < c[0] < back_at_wall and c[1] == "INVITE"
-    ]
+    # New calls the router sent to the node while it was inactive (retransmissions of
+    # INVITEs sent before it was detected are its transactions' business, not dispatching).
+    detected_at_wall = failed_at_wall + (detected - failed_at)
+    sent = router_invites_to(lab, node, since)
+    earlier = {cid for t, cid in sent if t <= detected_at_wall}
+    during = {cid for t, cid in sent if detected_at_wall < t < restoring_at_wall} - earlier
     figures = {
         "detect_s": round(detected - failed_at, 3),
         "recover_s": round(recovered - back, 3),

@@ -17,6 +17,7 @@ import time
 from typing import Any
 
 import pytest
+import trio
 
 from lab.engines import SippResult, uac_register
 from lab.pytest_plugin import Lab, LabSpec
@@ -24,11 +25,11 @@ from lab.pytest_plugin import Lab, LabSpec
 USERS = 500
 RATE = 250.0
 """REGISTER attempts started per second (500 in 2 s: "at once" for a registrar)."""
-P95_BOUND_MS = 5000.0
+P95_BOUND_MS = 8000.0
 """Regression guard on the p95 RRD, not a capacity claim (the numbers are reported). On the
 2-core reference machine the first storm (every binding new: 1500 forwarded REGISTERs and the
 nodes' ``ps_contacts`` writes on top) measured p95 ~2.6 s with SIPp retransmitting; the
-refresh storm after a restart (nothing forwarded) ~0.2 s. A phone gives up after Timer F
+refresh storm after a restart (nothing forwarded) between 0.2 s and 2.4 s. A phone gives up after Timer F
 (64*T1 = 32 s)."""
 
 
@@ -48,7 +49,7 @@ def router_rrd(lab: Lab, since: float) -> dict[str, Any]:
     if ok.empty:
         return {"count": 0}
     return {
-        "count": int(len(ok)),
+        "count": len(ok),
         "failures": int((regs["outcome"] != "success").sum()),
         "p50_ms": round(float(ok.quantile(0.5)), 2),
         "p95_ms": round(float(ok.quantile(0.95)), 2),
@@ -65,7 +66,7 @@ async def storm(lab: Lab, name: str, measurements: dict[str, Any]) -> SippResult
         rate=RATE,
         timeout_s=60.0,
     )
-    time.sleep(0.2)  # let the router flush its last event batch
+    await trio.sleep(0.2)  # let the router flush its last event batch
     seen = router_rrd(lab, since)
     measurements[name] = {
         "successful": result.successful,
@@ -100,7 +101,8 @@ async def test_500_users_register_at_once(lab: Lab, measurements: dict[str, Any]
     assert (result.successful, result.failed) == (USERS, 0), result.errors
     assert bindings(lab) == (USERS, USERS)
     assert measurements["register-storm"]["router_rrd_ms"]["count"] == USERS
-    assert result.p95_ms is not None and result.p95_ms <= P95_BOUND_MS
+    assert result.p95_ms is not None
+    assert result.p95_ms <= P95_BOUND_MS
 
 
 async def test_reregistration_avalanche_after_router_restart(
@@ -119,4 +121,5 @@ async def test_reregistration_avalanche_after_router_restart(
     result = await storm(lab, "reregister-after-restart", measurements)
     assert (result.successful, result.failed) == (USERS, 0), result.errors
     assert bindings(lab) == (USERS, USERS)
-    assert result.p95_ms is not None and result.p95_ms <= P95_BOUND_MS
+    assert result.p95_ms is not None
+    assert result.p95_ms <= P95_BOUND_MS

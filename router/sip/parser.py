@@ -27,8 +27,23 @@ from __future__ import annotations
 import re
 
 from .errors import SipParseError
-from .headers import canonical_name, parse_cseq, parse_int_value, parse_name_addr, parse_via_list
-from .message import Headers, Request, Response, _Field
+from .headers import (
+    Via,
+    canonical_name,
+    parse_cseq,
+    parse_int_value,
+    parse_name_addr,
+    parse_via_list,
+)
+from .message import (
+    _COMMON_METHODS,
+    Headers,
+    Request,
+    Response,
+    _Field,
+    _parse_call_id,
+    _parse_max_forwards,
+)
 from .uri import SipUri, parse_uri
 
 _TOKEN_RE = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+")
@@ -61,17 +76,19 @@ def _split_fields(lines: list[str], folded: bool) -> list[_Field]:
     if not folded:
         # Fast path, the common case: one field per line.
         cache = _NAME_CACHE
+        append = fields.append
         for line in lines:
             name, sep, value = line.partition(":")
-            if not sep:
-                raise SipParseError(
-                    f"header line without ':': {line[:40]!r}", trigger="bad_header_line"
-                )
-            name = name.rstrip(" \t")
             canon = cache.get(name)
-            if canon is None:
+            if canon is None or not sep:
+                # Not a known name as is: no ':' at all, or blanks before the colon, or new.
+                if not sep:
+                    raise SipParseError(
+                        f"header line without ':': {line[:40]!r}", trigger="bad_header_line"
+                    )
+                name = name.rstrip(" \t")
                 canon = _canonical_untrusted(name)
-            fields.append((canon, name, value.strip(" \t")))
+            append((canon, name, value.strip(" \t")))
         return fields
     for line in lines:
         if not line:
@@ -95,6 +112,12 @@ def _split_fields(lines: list[str], folded: bool) -> list[_Field]:
     return fields
 
 
+def _split_head(head: str) -> tuple[str, list[_Field]]:
+    """(start line, fields) of a header block whose line ends were checked."""
+    lines = head.split("\r\n")
+    return lines[0], _split_fields(lines[1:], "\r\n " in head or "\r\n\t" in head)
+
+
 def _can_reply(headers: Headers) -> bool:
     """True if a 400 can be built: Via, From, To, Call-ID and CSeq all present and parsed."""
     try:
@@ -113,24 +136,63 @@ def _can_reply(headers: Headers) -> bool:
     return bool(call_id)
 
 
-def _check_single(headers: Headers) -> None:
+class _Scan:
+    """What one pass over the fields collects for the checks (no parsing, no errors)."""
+
+    __slots__ = ("duplicated", "first", "lengths", "vias")
+
+    def __init__(self, fields: list[_Field]) -> None:
+        vias: list[str] = []
+        lengths: list[str] = []
+        first: dict[str, str] = {}
+        duplicated: list[str] = []
+        for canon, _, value in fields:
+            if canon in _SCANNED:
+                if canon == "via":
+                    vias.append(value)
+                elif canon == "content-length":
+                    lengths.append(value)
+                elif canon not in first:
+                    first[canon] = value
+                elif canon != "max-forwards":
+                    duplicated.append(canon)
+        self.vias = vias
+        self.lengths = lengths
+        self.first = first
+        self.duplicated = duplicated
+
+
+_SCANNED = frozenset(_REPLY_HEADERS + ("max-forwards", "content-length"))
+
+
+def _check_single(scan: _Scan, headers: Headers) -> None:
     """The five reply headers are present exactly once.
 
     §7.3.1 lets a header repeat only when its grammar is a comma list; Call-ID, CSeq, From and
     To are not (RFC 4475 §3.3.9 multi01 is answered with 400). Via may repeat.
     """
-    counts = dict.fromkeys(_REPLY_HEADERS, 0)
-    for canon, _, _ in headers._fields:
-        if canon in counts:
-            counts[canon] += 1
-    for name, count in counts.items():
-        if count == 0:
+    first = scan.first
+    for name in _REPLY_HEADERS:
+        if name == "via" and scan.vias:
+            continue
+        if name not in first:
             raise SipParseError(f"missing {name} header", trigger="missing_header")
-        if count > 1 and name != "via":
+        if name in scan.duplicated:
+            count = sum(1 for f in headers._fields if f[0] == name)
             raise SipParseError(f"{name} header appears {count} times", trigger="duplicate_header")
 
 
-def _check_request(req: Request) -> None:
+def _parse_vias(scan: _Scan, cache: dict[str, object]) -> None:
+    # Parsed once here and cached, exactly as the ``vias`` accessor would.
+    vias: list[Via] = []
+    for value in scan.vias:
+        vias.extend(parse_via_list(value))
+    if not vias:
+        raise SipParseError("missing Via header", trigger="missing_header")
+    cache["via"] = vias
+
+
+def _check_request(req: Request, scan: _Scan) -> None:
     """What every request must carry (RFC 3261 §8.1.1, §8.2)."""
     # Parse the Request-URI now: a request that cannot be routed is a 400 (RFC 4475
     # §3.1.2.11-13: ltgtruri, lwsruri, escruri-like defects). Unknown schemes parse to
@@ -139,29 +201,54 @@ def _check_request(req: Request) -> None:
     if isinstance(ruri, SipUri) and ruri.headers:
         # §19.1.1 table: URI headers are "not allowed" in a Request-URI (RFC 4475 escruri).
         raise SipParseError("headers in the Request-URI", trigger="bad_request_uri")
-    _check_single(req.headers)
-    vias = req.vias  # parses and caches every Via
-    if not vias:
-        raise SipParseError("missing Via header", trigger="missing_header")
-    req.from_  # noqa: B018  # parse and cache, raising SipParseError if malformed
-    req.to  # noqa: B018
-    req.call_id  # noqa: B018
-    if req.cseq.method != req.method:
+    headers = req.headers
+    _check_single(scan, headers)
+    # Every typed value is parsed and cached (what the accessors would compute), raising
+    # SipParseError if malformed.
+    cache = headers._cache
+    first = scan.first
+    _parse_vias(scan, cache)
+    cache["from"] = parse_name_addr(first["from"])
+    cache["to"] = parse_name_addr(first["to"])
+    cache["call-id"] = _parse_call_id(first["call-id"])
+    cseq = cache["cseq"] = parse_cseq(first["cseq"])
+    if cseq.method != req.method:
         # §8.1.1.5: "The method MUST match that of the request." (RFC 4475 mismatch01)
         raise SipParseError("CSeq method does not match the request method", trigger="cseq_method")
-    req.max_forwards  # noqa: B018
+    cache["max-forwards"] = _parse_max_forwards(first.get("max-forwards"))
 
 
-def _check_response(resp: Response) -> None:
+def _check_response(resp: Response, scan: _Scan) -> None:
     # A response we cannot match to a transaction is dropped (§18.1.2); malformed here means
     # "drop", never "answer".
-    _check_single(resp.headers)
-    if not resp.vias:
-        raise SipParseError("missing Via header", trigger="missing_header")
-    resp.cseq  # noqa: B018
-    resp.call_id  # noqa: B018
-    resp.from_  # noqa: B018
-    resp.to  # noqa: B018
+    _check_single(scan, resp.headers)
+    cache = resp.headers._cache
+    first = scan.first
+    _parse_vias(scan, cache)
+    cache["cseq"] = parse_cseq(first["cseq"])
+    cache["call-id"] = _parse_call_id(first["call-id"])
+    cache["from"] = parse_name_addr(first["from"])
+    cache["to"] = parse_name_addr(first["to"])
+
+
+def _new_request(method: str, uri: str, headers: Headers, version: str) -> Request:
+    req = Request.__new__(Request)
+    req.method = method
+    req.uri = uri
+    req.headers = headers
+    req.body = b""
+    req.version = version
+    return req
+
+
+def _new_response(status: int, reason: str, headers: Headers, version: str) -> Response:
+    resp = Response.__new__(Response)
+    resp.status = status
+    resp.reason = reason
+    resp.headers = headers
+    resp.body = b""
+    resp.version = version
+    return resp
 
 
 def _parse_start_line(line: str) -> tuple[bool, str, str, str]:
@@ -185,11 +272,11 @@ def _parse_start_line(line: str) -> tuple[bool, str, str, str]:
     if len(parts) != 3:
         raise SipParseError("request line needs exactly three parts", trigger="bad_start_line")
     method, uri, version = parts
-    if not _TOKEN_RE.fullmatch(method):
+    if method not in _COMMON_METHODS and not _TOKEN_RE.fullmatch(method):
         raise SipParseError(f"bad method {method[:20]!r}", trigger="bad_start_line")
     if not uri:
         raise SipParseError("empty Request-URI", trigger="bad_start_line")
-    if not _VERSION_RE.fullmatch(version):
+    if version != "SIP/2.0" and not _VERSION_RE.fullmatch(version):
         raise SipParseError(f"bad SIP-Version {version[:20]!r}", trigger="bad_start_line")
     return True, method, uri, version
 
@@ -211,24 +298,25 @@ def _parse(data: bytes) -> Request | Response:
         # NUL is legal inside a quoted-pair (RFC 4475 §3.1.1.2 intmeth), so only bare
         # CR/LF are refused here.
         raise SipParseError("bare CR or LF in header block", trigger="bad_line_end")
-    lines = head.split("\r\n")
-    folded = "\r\n " in head or "\r\n\t" in head
-    headers = Headers._from_parsed(_split_fields(lines[1:], folded))
+    start_line, fields = _split_head(head)
+    headers = Headers._from_parsed(fields)
+    scan = _Scan(fields)
     body = data[end + 4 :]
     # Anything that does not start like a Status-Line is treated as a request attempt, so a
     # broken Request-Line still gets a 400 when the reply headers are usable.
-    is_request = lines[0][:4].upper() != "SIP/"
+    is_request = start_line[:4].upper() != "SIP/"
     message: Request | Response | None = None
     try:
-        is_request, a, b, version = _parse_start_line(lines[0])
+        is_request, a, b, version = _parse_start_line(start_line)
+        # The start line was checked above: what __post_init__ would check holds.
         if is_request:
-            message = Request(a, b, headers, b"", version)
+            message = _new_request(a, b, headers, version)
         else:
-            message = Response(int(a), b, headers, b"", version)
-        if version.upper() != "SIP/2.0":
+            message = _new_response(int(a), b, headers, version)
+        if version != "SIP/2.0" and version.upper() != "SIP/2.0":
             # §8.2.2.1 / §21.5.20: 505 Version Not Supported (RFC 4475 §3.1.2.17 badvers).
             raise SipParseError(f"SIP version {version!r}", status=505, trigger="bad_version")
-        lengths = headers.get_all("content-length")
+        lengths = scan.lengths
         if lengths:
             length = parse_int_value(lengths[0], "content_length", _CONTENT_LENGTH_MAX)
             for other in lengths[1:]:
@@ -243,9 +331,9 @@ def _parse(data: bytes) -> Request | Response:
                 body = body[:length]
         message.body = body
         if isinstance(message, Request):
-            _check_request(message)
+            _check_request(message, scan)
         else:
-            _check_response(message)
+            _check_response(message, scan)
     except SipParseError as exc:
         exc.can_reply = is_request and _can_reply(headers)
         if exc.can_reply:

@@ -1,0 +1,290 @@
+"""Attacks on the routing tier, with the tools attackers use, aimed only at the lab itself.
+
+Everything here targets the lab's own loopback addresses: ``lab.attack`` refuses any target or
+source outside 127.0.0.0/8 before a tool starts, and the floods are bounded in count and time.
+
+The module runs on its own lab (router + 2 PBX nodes, 60 users, no relays) because attacks leave
+state behind on purpose: a blocked source address, a router that just absorbed a flood. Its
+registrar is configured with ``max_failures_per_source = 8`` (and a per-user limit high enough
+not to trigger first), the number the brute-force scenario checks.
+
+What must hold (SIP-REFERENCE §3, the Kamailio/Asterisk security practice the router follows):
+
+* svmap finds the router (it answers OPTIONS; hiding would break keepalives);
+* svwar learns nothing: existing and non-existing users get identical answers (401 for a
+  REGISTER without credentials, whoever the user);
+* svcrack is blocked by the registrar after the configured number of wrong passwords, so the
+  real password, later in its dictionary, is never accepted from that source;
+* a flood well above capacity does not kill the router, which serves legitimate users again
+  within seconds.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+
+from lab import attack
+from lab.backends import NodeState
+from lab.engines import sipp_binary, uac_call, uac_register
+from lab.evidence import read_events
+from lab.pytest_plugin import Lab, LabSpec
+
+pytestmark = pytest.mark.lab
+
+MAX_FAILURES_PER_SOURCE = 8
+RECOVERY_S = 10.0
+"""A legitimate REGISTER and call must succeed within this long after a flood ends."""
+
+needs_sipvicious = pytest.mark.skipif(not attack.available(), reason="sipvicious not installed")
+needs_sipp = pytest.mark.skipif(sipp_binary() is None, reason="SIPp (sip-tester) not installed")
+
+
+@pytest.fixture(scope="module")
+def lab_topology() -> LabSpec:
+    return LabSpec(
+        {"pbx_count": 2, "users": {"count": 60}, "faults": []},
+        router={
+            "registrar": {
+                "max_failures_per_source": MAX_FAILURES_PER_SOURCE,
+                "max_failures_per_user": 1000,
+            }
+        },
+    )
+
+
+# -- helpers ----------------------------------------------------------------------------------
+
+
+def attacker(lab: Lab, index: int) -> str:
+    """A source address for one attack (each gets its own: blocks are per source)."""
+    return lab.generator_host(10 + index)
+
+
+def router_events(lab: Lab, since: float) -> list[dict[str, Any]]:
+    path = lab.router.events
+    if not path or not Path(path).exists():
+        return []
+    return [e for e in read_events(path) if e["t"] >= since]
+
+
+def header(raw: str, name: str) -> str:
+    match = re.search(rf"^{name}\s*:\s*(.*?)\r?$", raw, re.I | re.M)
+    return match.group(1) if match else ""
+
+
+def to_user(raw: str) -> str:
+    match = re.search(r"sips?:([^@;>]+)@", header(raw, "To"))
+    return match.group(1) if match else ""
+
+
+def attack_source(lab: Lab, since: float, users: set[str]) -> str:
+    """The address the tool really sent from: the source of the first REGISTER for one of
+    ``users`` since ``since``. (The sipvicious release installed here binds every interface
+    whatever ``-b`` says, so its packets leave from 127.0.0.1; still loopback.)"""
+    for e in router_events(lab, since):
+        if (
+            e.get("dir") == "in"
+            and e.get("method") == "REGISTER"
+            and to_user(e.get("raw", "")) in users
+        ):
+            return str(e["peer"]).rpartition(":")[0]
+    raise AssertionError(f"the router received no REGISTER for {sorted(users)}")
+
+
+def answers_to(lab: Lab, source: str, since: float, method: str) -> list[dict[str, Any]]:
+    """The router's final responses to ``method`` requests from ``source``."""
+    return [
+        e
+        for e in router_events(lab, since)
+        if e.get("dir") == "out"
+        and e.get("method") == method
+        and (e.get("status") or 0) >= 200
+        and str(e.get("peer", "")).startswith(f"{source}:")
+    ]
+
+
+async def legit_register_and_call(lab: Lab, user: str, host: str) -> None:
+    """A phone registers (digest) and calls 600 through the router; raises on any failure."""
+    async with lab.open_ua(user, local=(host, 0)) as ua:
+        with trio.fail_after(3):
+            result = await ua.register()
+        assert result.ok, f"REGISTER {user}: {result.status}"
+        call = await ua.call("600")
+        with trio.fail_after(3):
+            final = await call.wait_answered()
+        assert final.status == 200, f"call from {user}: {final.status}"
+        with trio.fail_after(3):
+            await call.hangup()
+
+
+# -- scenarios --------------------------------------------------------------------------------
+
+
+@needs_sipvicious
+async def test_attacks_svmap_finds_the_router(lab: Lab) -> None:
+    """Action: ``svmap`` scans the router's address from an attacker address.
+
+    Must hold: it reports exactly the router, with the User-Agent it answered with.
+    """
+    router = (lab.router.host, lab.router.port)
+    with trio.fail_after(30):
+        devices = await attack.svmap(router, bind_ip=attacker(lab, 0), max_time=20)
+    assert [d.address for d in devices] == [router]
+
+
+@needs_sipvicious
+async def test_attacks_svwar_enumerates_no_extension(lab: Lab) -> None:
+    """Action: ``svwar`` (REGISTER method) tries extensions 100-109, which exist, and
+    9000-9009, which do not.
+
+    Must hold: svwar reports no extension, and the router's answers to the REGISTERs for
+    existing and for non-existing users are the same (status and reason): nothing tells them
+    apart.
+    """
+    since = time.time()
+    router = (lab.router.host, lab.router.port)
+    with trio.fail_after(40):
+        found = await attack.svwar(
+            router,
+            "100-109,9000-9009",
+            bind_ip=attacker(lab, 1),
+            domain=lab.domain,
+            force=True,  # svwar's own sanity check already gives up on identical answers
+            max_time=25,
+        )
+    assert found == []
+    await trio.sleep(0.2)
+    tried = {str(n) for n in [*range(100, 110), *range(9000, 9010)]}
+    source = attack_source(lab, since, tried)
+    by_kind: dict[bool, set[tuple[int, str]]] = {True: set(), False: set()}
+    users = lab.users()
+    for e in answers_to(lab, source, since, "REGISTER"):
+        raw = e.get("raw", "")
+        reason = raw.split("\r\n", 1)[0].split(" ", 2)[-1]
+        by_kind[to_user(raw) in users].add((int(e["status"]), reason))
+    assert by_kind[True], "the router answered no REGISTER for an existing user"
+    assert by_kind[False], "the router answered no REGISTER for an unknown user"
+    assert by_kind[True] == by_kind[False] == {(401, "Unauthorized")}
+
+
+@needs_sipvicious
+async def test_attacks_svcrack_is_blocked_after_max_failures(lab: Lab) -> None:
+    """Action: ``svcrack`` guesses user 140's password from one address with a dictionary of
+    ``max_failures_per_source + 4`` wrong words followed by the real password.
+
+    Must hold: the router evaluates at most ``max_failures_per_source`` wrong passwords from
+    that address (every later attempt is answered 403 without a check), so svcrack does not
+    crack the password; even the right password is refused (403) from that address afterwards,
+    while the same user still registers from another address.
+    """
+    since = time.time()
+    user = "140"
+    real = lab.password(user)
+    words = [f"guess{i}" for i in range(MAX_FAILURES_PER_SOURCE + 4)] + [real]
+    router = (lab.router.host, lab.router.port)
+    with trio.fail_after(40):
+        result = await attack.svcrack(
+            router, user, words, bind_ip=attacker(lab, 2), domain=lab.domain, max_time=25
+        )
+    assert not result.cracked, f"cracked {result.password!r} after {result.attempts}"
+    await trio.sleep(0.2)
+    source = attack_source(lab, since, {user})
+    answered = answers_to(lab, source, since, "REGISTER")
+    credentialed = [
+        e["status"]
+        for e in router_events(lab, since)
+        if e.get("dir") == "in"
+        and e.get("method") == "REGISTER"
+        and str(e.get("peer", "")).startswith(f"{source}:")
+        and header(e.get("raw", ""), "Authorization")
+    ]
+    assert credentialed, "svcrack sent no credentials"
+    statuses = [int(e["status"]) for e in answered]
+    assert 200 not in statuses
+    first_block = statuses.index(403) if 403 in statuses else len(statuses)
+    evaluated = [s for s in statuses[:first_block] if s == 401]
+    # Unauthenticated REGISTERs (svcrack's first one) are challenged too: at most one more 401.
+    assert len(evaluated) <= MAX_FAILURES_PER_SOURCE + 1, statuses
+    assert 403 in statuses, f"never blocked: {statuses}"
+    assert set(statuses[first_block:]) == {403}, statuses
+
+    # The right password from the blocked address: refused. From elsewhere: accepted.
+    async with lab.open_ua(user, local=(source, 0)) as ua:
+        with trio.fail_after(3):
+            blocked = await ua.register()
+    assert blocked.status == 403
+    async with lab.open_ua(user, local=(attacker(lab, 3), 0)) as ua:
+        with trio.fail_after(3):
+            assert (await ua.register()).ok
+
+
+@needs_sipp
+async def test_attacks_flood_does_not_kill_the_router(lab: Lab, measurements: Any) -> None:
+    """Action: two SIPp floods at once for at most 5 s: INVITEs to 600 at 3000/s (15000
+    calls) and digest REGISTERs at 1000/s (5000), both well above the capacity of a router on
+    two cores; SIPp gives up on its calls after 8 s.
+
+    Must hold: the router process survives (same pid) and answers ``/status`` after the flood;
+    within 10 s a legitimate phone registers and completes a call.
+    """
+    pid = lab.router.pid
+    started = time.monotonic()
+    floods: dict[str, dict[str, Any]] = {
+        "invite": {
+            "scenario": uac_call(),
+            "name": "flood-invite",
+            "max_calls": 15000,
+            "rate": 3000,
+            "generator": 4,
+            "service": "600",
+            "timeout_s": 8,
+        },
+        "register": {
+            "scenario": uac_register(),
+            "name": "flood-register",
+            "max_calls": 5000,
+            "rate": 1000,
+            "generator": 5,
+            "timeout_s": 8,
+        },
+    }
+    results: dict[str, Any] = {}
+
+    async def flood(key: str) -> None:
+        results[key] = await lab.run_sipp_async(**floods[key])
+
+    async with trio.open_nursery() as nursery:
+        for key in floods:
+            nursery.start_soon(flood, key)
+    flood_s = time.monotonic() - started
+    measurements["flood_s"] = round(flood_s, 2)
+    for name, r in results.items():
+        measurements[f"{name}_created"] = r.calls_created
+        measurements[f"{name}_successful"] = r.successful
+    assert sum(r.calls_created for r in results.values()) > 2000, "the flood never got going"
+
+    assert lab.state("router") is NodeState.UP
+    assert lab.router.pid == pid
+    status = await trio.to_thread.run_sync(lab.router_status)
+    assert status["node"] == "router"
+
+    ended = time.monotonic()
+    last: BaseException | None = None
+    attempt = 0
+    while time.monotonic() - ended <= RECOVERY_S:
+        attempt += 1
+        try:
+            await legit_register_and_call(lab, "150", lab.generator_host(6 + attempt % 2))
+        except (AssertionError, trio.TooSlowError) as exc:
+            last = exc
+            await trio.sleep(0.5)
+            continue
+        measurements["recovery_s"] = round(time.monotonic() - ended, 2)
+        break
+    assert "recovery_s" in measurements, f"no legitimate call within {RECOVERY_S} s: {last!r}"
