@@ -31,14 +31,15 @@ import trio
 
 from lab import attack
 from lab.backends import NodeState
-from lab.engines import sipp_binary, uac_call, uac_register
+from lab.engines import sipp_binary, start_sipp, uac_call, uac_register
 from lab.evidence import read_events
 from lab.pytest_plugin import Lab, LabSpec
+from lab.ua import UserAgent
 
 pytestmark = pytest.mark.lab
 
 MAX_FAILURES_PER_SOURCE = 8
-RECOVERY_S = 10.0
+RECOVERY_S = 15.0
 """A legitimate REGISTER and call must succeed within this long after a flood ends."""
 
 needs_sipvicious = pytest.mark.skipif(not attack.available(), reason="sipvicious not installed")
@@ -109,18 +110,17 @@ def answers_to(lab: Lab, source: str, since: float, method: str) -> list[dict[st
     ]
 
 
-async def legit_register_and_call(lab: Lab, user: str, host: str) -> None:
-    """A phone registers (digest) and calls 600 through the router; raises on any failure."""
-    async with lab.open_ua(user, local=(host, 0)) as ua:
-        with trio.fail_after(3):
-            result = await ua.register()
-        assert result.ok, f"REGISTER {user}: {result.status}"
-        call = await ua.call("600")
-        with trio.fail_after(3):
-            final = await call.wait_answered()
-        assert final.status == 200, f"call from {user}: {final.status}"
-        with trio.fail_after(3):
-            await call.hangup()
+async def legit_register_and_call(ua: UserAgent) -> None:
+    """The phone registers (digest) and calls 600 through the router; raises on any failure."""
+    with trio.fail_after(3):
+        result = await ua.register()
+    assert result.ok, f"REGISTER {ua.user}: {result.status}"
+    call = await ua.call("600")
+    with trio.fail_after(3):
+        final = await call.wait_answered()
+    assert final.status == 200, f"call from {ua.user}: {final.status}"
+    with trio.fail_after(3):
+        await call.hangup()
 
 
 # -- scenarios --------------------------------------------------------------------------------
@@ -188,9 +188,9 @@ async def test_attacks_svcrack_is_blocked_after_max_failures(lab: Lab) -> None:
     real = lab.password(user)
     words = [f"guess{i}" for i in range(MAX_FAILURES_PER_SOURCE + 4)] + [real]
     router = (lab.router.host, lab.router.port)
-    with trio.fail_after(40):
+    with trio.fail_after(20):
         result = await attack.svcrack(
-            router, user, words, bind_ip=attacker(lab, 2), domain=lab.domain, max_time=25
+            router, user, words, bind_ip=attacker(lab, 2), domain=lab.domain, max_time=12
         )
     assert not result.cracked, f"cracked {result.password!r} after {result.attempts}"
     await trio.sleep(0.2)
@@ -231,9 +231,18 @@ async def test_attacks_flood_does_not_kill_the_router(lab: Lab, measurements: An
     two cores; SIPp gives up on its calls after 8 s.
 
     Must hold: the router process survives (same pid) and answers ``/status`` after the flood;
-    within 10 s a legitimate phone registers and completes a call.
+    within 15 s a legitimate phone registers and completes a call.
     """
     pid = lab.router.pid
+    # The REGISTER flood uses users 100..139 only: every AOR allows few contacts, and the
+    # legitimate phone (150) must find its AOR as the flood left it, untouched.
+    lines = lab.users_csv.read_text(encoding="utf-8").splitlines()
+    flooders = lab.run_dir / "sipp" / "flood-users.csv"
+    flooders.parent.mkdir(parents=True, exist_ok=True)
+    flooders.write_text(
+        "\n".join([lines[0], *(ln for ln in lines[1:] if int(ln.split(";")[0]) < 140)]) + "\n",
+        encoding="utf-8",
+    )
     started = time.monotonic()
     floods: dict[str, dict[str, Any]] = {
         "invite": {
@@ -247,6 +256,7 @@ async def test_attacks_flood_does_not_kill_the_router(lab: Lab, measurements: An
         },
         "register": {
             "scenario": uac_register(),
+            "injection": flooders,
             "name": "flood-register",
             "max_calls": 5000,
             "rate": 1000,
@@ -257,7 +267,16 @@ async def test_attacks_flood_does_not_kill_the_router(lab: Lab, measurements: An
     results: dict[str, Any] = {}
 
     async def flood(key: str) -> None:
-        results[key] = await lab.run_sipp_async(**floods[key])
+        # SIPp ends a flood on its global -timeout with exit 255, which run_sipp treats as
+        # fatal; here that is the plan, so the result files are read whatever the exit code.
+        run, workdir = lab.sipp_run(**floods[key])
+        handle = start_sipp(run, workdir)
+        try:
+            with trio.move_on_after(run.timeout_s + run.kill_grace_s):
+                while handle.is_running():  # noqa: ASYNC110 -- polling a child process
+                    await trio.sleep(0.1)
+        finally:
+            results[key] = handle.stop(grace=1.0)
 
     async with trio.open_nursery() as nursery:
         for key in floods:
@@ -274,17 +293,17 @@ async def test_attacks_flood_does_not_kill_the_router(lab: Lab, measurements: An
     status = await trio.to_thread.run_sync(lab.router_status)
     assert status["node"] == "router"
 
+    # One phone (one Contact: its AOR allows one binding) retries until it gets through.
     ended = time.monotonic()
     last: BaseException | None = None
-    attempt = 0
-    while time.monotonic() - ended <= RECOVERY_S:
-        attempt += 1
-        try:
-            await legit_register_and_call(lab, "150", lab.generator_host(6 + attempt % 2))
-        except (AssertionError, trio.TooSlowError) as exc:
-            last = exc
-            await trio.sleep(0.5)
-            continue
-        measurements["recovery_s"] = round(time.monotonic() - ended, 2)
-        break
+    async with lab.open_ua("150", local=(lab.generator_host(6), 0)) as ua:
+        while time.monotonic() - ended <= RECOVERY_S:
+            try:
+                await legit_register_and_call(ua)
+            except (AssertionError, trio.TooSlowError) as exc:
+                last = exc
+                await trio.sleep(0.5)
+                continue
+            measurements["recovery_s"] = round(time.monotonic() - ended, 2)
+            break
     assert "recovery_s" in measurements, f"no legitimate call within {RECOVERY_S} s: {last!r}"

@@ -1,9 +1,10 @@
 """The local backend: every node a process on its own 127.x.0.y address.
 
-Start order is dependency order: DB (provisioned in-process: schema, users and ``users.csv``, the
-router endpoint, queues, the dispatcher set), PBX nodes, the relays in front of them, the router,
-then the relay in front of the router. A node is ready when it answers an OPTIONS, built with
-``router.sip`` and sent over UDP, with 200 (never a sleep); one that does not answer in time, or
+Start order is dependency order: DB (the lab's own PostgreSQL first when the topology asks for
+it, ``lab/backends/postgres.py``; then provisioned in-process: schema, users and ``users.csv``,
+the router endpoint, queues, the dispatcher set), PBX nodes, the relays in front of them, the router,
+then the relay in front of the router. A SIP node is ready when it answers an OPTIONS, built with
+``router.sip`` and sent over UDP, with 200 (never a sleep), the DB when psycopg connects; one that does not answer in time, or
 exits, fails ``up`` with its name and the tail of its log, and everything started is stopped.
 
 Process ownership (rule of ``lab/procs.py``: only our own PIDs, never by name):
@@ -32,6 +33,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from lab.backends import LabError, NodeState
+from lab.backends.postgres import LabPostgres, PostgresError, lab_postgres
 from lab.backends.render import Plan, PlannedNode, kamailio_argv, plan, provision, write_configs
 from lab.labfile import LabFile, NodeRecord, write_labfile
 from lab.topology import Topology
@@ -52,6 +54,7 @@ _ATTACHED: dict[int, subprocess.Popen[bytes]] = {}
 _SPAWNED: dict[int, subprocess.Popen[bytes]] = {}
 """Every child this process started, attached or not, so it can be waited for (no zombies)."""
 _HOOKS_INSTALLED = False
+_STOP_SIGNALS = {"sipp": signal.SIGUSR1, "postgresql": signal.SIGINT}
 _PR_SET_PDEATHSIG = 1
 try:
     _LIBC: ctypes.CDLL | None = ctypes.CDLL("libc.so.6", use_errno=True)
@@ -114,6 +117,17 @@ def proc_state(pid: int | None) -> NodeState:
     return NodeState.PAUSED if state in ("T", "t") else NodeState.UP
 
 
+def _exec_tail(argv: list[str]) -> list[str]:
+    """What runs after ``setpriv [options] cmd...`` has exec'd: ``cmd...``."""
+    if argv and Path(argv[0]).name == "setpriv":
+        rest = argv[1:]
+        while rest and rest[0].startswith("-"):
+            takes_value = rest[0] in ("--pdeathsig",) and len(rest) > 1
+            rest = rest[2:] if takes_value else rest[1:]
+        return rest
+    return argv
+
+
 def _is_ours(node: NodeRecord) -> bool:
     """The PID still runs the command line we started (not a reused PID)."""
     if not node.pid or not node.argv:
@@ -122,7 +136,8 @@ def _is_ours(node: NodeRecord) -> bool:
         cmdline = Path(f"/proc/{node.pid}/cmdline").read_bytes()
     except OSError:
         return False
-    return cmdline.rstrip(b"\0").split(b"\0") == [a.encode() for a in node.argv]
+    running = [a.decode(errors="replace") for a in cmdline.rstrip(b"\0").split(b"\0")]
+    return running in (node.argv, _exec_tail(node.argv))
 
 
 # -- readiness ------------------------------------------------------------------------------
@@ -321,8 +336,10 @@ class LocalBackend:
         if child is None and not _is_ours(node):
             return  # not started by this process and the PID now runs something else
         _signal_group(pid, signal.SIGCONT)  # a paused node cannot handle SIGTERM
-        # SIPp treats SIGUSR1 as "quit gracefully" (lab/procs.py); everything else SIGTERM.
-        _signal_group(pid, signal.SIGUSR1 if node.kind == "sipp" else signal.SIGTERM)
+        # SIPp treats SIGUSR1 as "quit gracefully" (lab/procs.py); PostgreSQL's SIGTERM waits
+        # for every client to leave ("smart"), SIGINT disconnects them ("fast shutdown");
+        # everything else SIGTERM.
+        _signal_group(pid, _STOP_SIGNALS.get(node.kind, signal.SIGTERM))
         deadline = time.monotonic() + grace
         while proc_state(pid) is not NodeState.DOWN and time.monotonic() < deadline:
             if child is not None and child.poll() is not None:
@@ -377,6 +394,9 @@ class LocalBackend:
         return record
 
     def _wait(self, record: NodeRecord, probe_source: str) -> None:
+        if record.role == "db":
+            self._wait_db(record)
+            return
         wait_ready(
             record.name,
             record.host,
@@ -386,6 +406,44 @@ class LocalBackend:
             log=Path(record.log) if record.log else None,
             pid=record.pid,
         )
+
+    def _cluster(self, record: NodeRecord) -> LabPostgres:
+        return LabPostgres(Path(record.cwd).parent, record.host, record.port)
+
+    def _wait_db(self, record: NodeRecord) -> None:
+        pid = record.pid
+        try:
+            self._cluster(record).wait_ready(
+                timeout=max(self.ready_timeout, 30.0),
+                alive=lambda: proc_state(pid) is not NodeState.DOWN,
+                log=Path(record.log) if record.log else None,
+            )
+        except PostgresError as exc:
+            raise LabError(str(exc)) from None
+
+    def _start_postgres(
+        self, topology: Topology, p: Plan, node: PlannedNode, started: list[NodeRecord]
+    ) -> NodeRecord:
+        """initdb (once), start the postmaster as a node, wait, create the lab database."""
+        cluster = lab_postgres(topology, p.run_dir)
+        log = p.run_dir / "logs" / f"{node.name}.log"
+        try:
+            cluster.init(log)
+            argv = cluster.argv(die_with_parent=not self.detach)
+        except (PostgresError, OSError) as exc:
+            raise LabError(str(exc)) from exc
+        pid, log = self._spawn(argv, node.name, cluster.data_dir)
+        record = NodeRecord(
+            node.name, "db", node.host, node.port, pid=pid, kind=node.kind, argv=argv,
+            cwd=str(cluster.data_dir), log=str(log),
+        )  # fmt: skip
+        started.append(record)
+        self._wait_db(record)
+        try:
+            cluster.create_database()
+        except Exception as exc:  # psycopg.Error: psycopg is imported lazily
+            raise LabError(f"db ({cluster.url}): cannot create the database: {exc}") from exc
+        return record
 
     # Backend protocol
 
@@ -399,15 +457,18 @@ class LocalBackend:
         write_configs(topology, p)
         from router.realtime import RealtimeError
 
-        try:
-            provision(topology, p)
-        except (RealtimeError, OSError, ValueError) as exc:
-            raise LabError(f"db ({p.db_url}): provisioning failed: {exc}") from exc
-        db_kind = "postgresql" if p.db_url.startswith("postgres") else "sqlite"
-        nodes = [NodeRecord("db", "db", "", 0, kind=db_kind)]
         started: list[NodeRecord] = []
         source = p.router.host  # the router endpoint is identified by IP on the PBX nodes
         try:
+            if p.db is not None:
+                nodes = [self._start_postgres(topology, p, p.db, started)]
+            else:
+                db_kind = "postgresql" if p.db_url.startswith("postgres") else "sqlite"
+                nodes = [NodeRecord("db", "db", "", 0, kind=db_kind)]
+            try:
+                provision(topology, p)
+            except (RealtimeError, OSError, ValueError) as exc:
+                raise LabError(f"db ({p.db_url}): provisioning failed: {exc}") from exc
             # Start the PBX nodes together (they are independent), then wait for each.
             pbx = [self._start_node(n, p, started, source) for n in p.pbx]
             for record in pbx:
@@ -483,8 +544,17 @@ class LocalBackend:
         if not record.argv:
             raise LabError(f"{node}: not started by the lab; cannot restart it")
         self._stop_pid(record, self.stop_grace)
-        pid, _ = self._spawn(list(record.argv), record.name, Path(record.cwd or lab.run_dir))
-        record = replace(record, pid=pid)
+        argv = list(record.argv)
+        if record.role == "db":
+            # after a SIGKILL: stale postmaster.pid; and this process's own death-signal mode
+            cluster = self._cluster(record)
+            try:
+                cluster.init(Path(record.log))
+                argv = cluster.argv(die_with_parent=not self.detach)
+            except (PostgresError, OSError) as exc:
+                raise LabError(str(exc)) from exc
+        pid, _ = self._spawn(argv, record.name, Path(record.cwd or lab.run_dir))
+        record = replace(record, pid=pid, argv=argv)
         self._wait(record, _router_host(lab))
         updated = lab.with_node(record)
         write_labfile(updated)

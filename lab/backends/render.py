@@ -46,6 +46,9 @@ class Plan:
     pbx: list[PlannedNode]
     relays: list[PlannedNode]
     router: PlannedNode
+    db: PlannedNode | None = None
+    """The PostgreSQL the lab starts itself (``lab.backends.postgres``); None: SQLite in the
+    run folder or a DB the lab does not run."""
 
     def relay_for(self, link: str) -> PlannedNode | None:
         return next((r for r in self.relays if r.link == link), None)
@@ -53,6 +56,31 @@ class Plan:
 
 def default_db_url(run_dir: Path) -> str:
     return f"sqlite:///{(run_dir / 'realtime.db').resolve()}"
+
+
+LAB_POSTGRES = ("postgres", "postgresql")
+"""``db_url`` values (``siplab lab up --db postgres``) that ask for the lab's own PostgreSQL."""
+
+
+def resolve_db(topology: Topology, run_dir: Path, db_url: str | None = None) -> tuple[str, bool]:
+    """``(url, lab_postgres)``: the realtime DB URL and whether the lab starts PostgreSQL.
+
+    ``db_url`` (the backend's argument, ``lab up --db``) wins: ``postgres`` = the lab's own
+    PostgreSQL, ``sqlite`` = ``realtime.db`` in the run folder, anything else = that DB. Without
+    it the topology decides (``[db]``, see ``lab/topology.py``: Kamailio defaults to the lab's
+    PostgreSQL).
+    """
+    from lab.backends.postgres import postgres_url
+
+    if db_url in LAB_POSTGRES:
+        return postgres_url(topology.db_host), True
+    if db_url == "sqlite":
+        return default_db_url(run_dir), False
+    if db_url:
+        return db_url, False
+    if topology.lab_postgres:
+        return postgres_url(topology.db_host), True
+    return topology.db.url or default_db_url(run_dir), False
 
 
 def registrar_available() -> bool:
@@ -109,8 +137,13 @@ def plan(topology: Topology, run_dir: Path, *, db_url: str | None = None) -> Pla
                 events=str(events / f"{name}.jsonl"),
             )
         )
-    url = db_url or topology.db.url or default_db_url(run_dir)
-    return Plan(run_dir, url, run_dir / "users.csv", pbx, relays, router)
+    url, own_postgres = resolve_db(topology, run_dir, db_url)
+    db = None
+    if own_postgres:
+        from lab.topology import DB_PORT
+
+        db = PlannedNode("db", "db", "postgresql", topology.db_host, DB_PORT)
+    return Plan(run_dir, url, run_dir / "users.csv", pbx, relays, router, db)
 
 
 def dispatch_targets(p: Plan) -> list[tuple[str, str]]:

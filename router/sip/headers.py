@@ -380,13 +380,20 @@ def _parse_via(text: str) -> Via:
     if m is None:
         raise SipParseError(f"bad Via {text[:60]!r}", trigger="bad_via")
     name, version, transport, host, port_text = m.groups()
-    port = None if port_text is None else _parse_port(port_text, "Via port")
+    if port_text is None:
+        port = None
+    elif len(port_text) <= 5 and (port := int(port_text)) <= 65535:
+        pass  # the regex took 1-10 ASCII digits: a port unless too long or too big
+    else:
+        port = _parse_port(port_text, "Via port")  # raises
     params = parse_header_params(text[m.end() :])
-    # The branch must be a token (RFC 3261 §20.42 via-branch = "branch" EQUAL token).
-    for pname, pvalue in params:
-        if pvalue is not None and pvalue.startswith('"') and pname.lower() == "branch":
-            raise SipParseError("branch must be a token", trigger="bad_via")
-    return Via(transport, host, port, params, f"{name}/{version}")
+    if '"' in text:
+        # The branch must be a token (RFC 3261 §20.42 via-branch = "branch" EQUAL token).
+        for pname, pvalue in params:
+            if pvalue is not None and pvalue.startswith('"') and pname.lower() == "branch":
+                raise SipParseError("branch must be a token", trigger="bad_via")
+    protocol = "SIP/2.0" if name == "SIP" and version == "2.0" else f"{name}/{version}"
+    return Via(transport, host, port, params, protocol)
 
 
 def parse_via_list(value: str) -> list[Via]:
@@ -476,10 +483,23 @@ def parse_int_value(value: str, what: str, maximum: int) -> int:
     Raises:
         SipParseError: not a number or above ``maximum`` (400).
     """
+    known = _INT_VALUES.get(value)
+    if known is not None and known <= maximum:
+        return known
     text = value.strip()
     if not text or not text.isascii() or not text.isdigit():
         raise SipParseError(f"bad {what} {value[:30]!r}", trigger=f"bad_{what}")
     stripped = text.lstrip("0")
     if len(stripped) > len(str(maximum)) or int(text) > maximum:
         raise SipParseError(f"{what} out of range", trigger=f"bad_{what}")
-    return int(text)
+    number = int(text)
+    if len(_INT_VALUES) < _INT_VALUES_MAX:
+        _INT_VALUES[value] = number
+    return number
+
+
+# Header texts already read as numbers (Max-Forwards "70", Content-Length "0", ...): the value
+# depends on the text only, the bound is checked on every use. Bounded: untrusted texts are
+# only added while it is small.
+_INT_VALUES: dict[str, int] = {}
+_INT_VALUES_MAX = 2048

@@ -210,18 +210,17 @@ class Headers:
     def set(self, name: str, value: str) -> None:
         """Replace every field called ``name`` by one field (at the first one's position)."""
         canon = canonical_name(name)
-        out: list[_Field] = []
-        placed = False
-        for f in self._fields:
+        fields = self._fields
+        for i, f in enumerate(fields):
             if f[0] == canon:
-                if not placed:
-                    out.append((canon, f[1], value))
-                    placed = True
-            else:
-                out.append(f)
-        if not placed:
-            out.append((canon, name, value))
-        self._fields = out
+                fields[i] = (canon, f[1], value)
+                rest = fields[i + 1 :]
+                if any(g[0] == canon for g in rest):
+                    del fields[i + 1 :]
+                    fields.extend(g for g in rest if g[0] != canon)
+                break
+        else:
+            fields.append((canon, name, value))
         self._touch(canon)
 
     def remove(self, name: str) -> int:
@@ -266,8 +265,9 @@ class Headers:
 
     def copy(self) -> Headers:
         """An independent copy (fields copied; the typed cache is shared-immutable data)."""
-        new = Headers._from_parsed(list(self._fields))
-        new._cache = dict(self._cache)
+        new = Headers.__new__(Headers)
+        new._fields = self._fields[:]
+        new._cache = self._cache.copy()
         return new
 
     def cached(self, key: str, parse: Callable[[Headers], T]) -> T:
@@ -399,7 +399,7 @@ class _Typed:
         value = cache.get("call-id", _MISSING)
         if value is _MISSING:
             value = cache["call-id"] = _call_id(self.headers)
-        return cast("str", value)
+        return value  # type: ignore[return-value]  # typed by the key (no cast() call)
 
     @property
     def cseq(self) -> CSeq:
@@ -408,7 +408,7 @@ class _Typed:
         value = cache.get("cseq", _MISSING)
         if value is _MISSING:
             value = cache["cseq"] = _cseq(self.headers)
-        return cast("CSeq", value)
+        return value  # type: ignore[return-value]  # typed by the key (no cast() call)
 
     @property
     def from_(self) -> NameAddr:
@@ -417,7 +417,7 @@ class _Typed:
         value = cache.get("from", _MISSING)
         if value is _MISSING:
             value = cache["from"] = _from(self.headers)
-        return cast("NameAddr", value)
+        return value  # type: ignore[return-value]  # typed by the key (no cast() call)
 
     @property
     def to(self) -> NameAddr:
@@ -426,7 +426,7 @@ class _Typed:
         value = cache.get("to", _MISSING)
         if value is _MISSING:
             value = cache["to"] = _to(self.headers)
-        return cast("NameAddr", value)
+        return value  # type: ignore[return-value]  # typed by the key (no cast() call)
 
     @property
     def vias(self) -> list[Via]:
@@ -435,7 +435,7 @@ class _Typed:
         value = cache.get("via", _MISSING)
         if value is _MISSING:
             value = cache["via"] = _vias(self.headers)
-        return list(cast("list[Via]", value))
+        return list(value)  # type: ignore[call-overload,no-any-return]  # typed by the key; cast() costs a call
 
     @property
     def top_via(self) -> Via:
@@ -444,10 +444,9 @@ class _Typed:
         vias = cache.get("via", _MISSING)
         if vias is _MISSING:
             vias = cache["via"] = _vias(self.headers)
-        vias = cast("list[Via]", vias)
         if not vias:
             raise SipParseError("missing Via header", trigger="missing_header")
-        return vias[0]
+        return vias[0]  # type: ignore[index,no-any-return]  # a list[Via] under this key
 
     @property
     def max_forwards(self) -> int | None:
@@ -456,7 +455,7 @@ class _Typed:
         value = cache.get("max-forwards", _MISSING)
         if value is _MISSING:
             value = cache["max-forwards"] = _max_forwards(self.headers)
-        return cast("int | None", value)
+        return value  # type: ignore[return-value]  # typed by the key (no cast() call)
 
     @property
     def contacts(self) -> list[Contact]:
@@ -465,7 +464,7 @@ class _Typed:
         value = cache.get("contact", _MISSING)
         if value is _MISSING:
             value = cache["contact"] = _contacts(self.headers)
-        return list(cast("list[Contact]", value))
+        return list(value)  # type: ignore[call-overload,no-any-return]  # typed by the key; cast() costs a call
 
     @property
     def routes(self) -> list[NameAddr]:
@@ -474,7 +473,7 @@ class _Typed:
         value = cache.get("route", _MISSING)
         if value is _MISSING:
             value = cache["route"] = _routes(self.headers)
-        return list(cast("list[NameAddr]", value))
+        return list(value)  # type: ignore[call-overload,no-any-return]  # typed by the key; cast() costs a call
 
     @property
     def record_routes(self) -> list[NameAddr]:
@@ -483,7 +482,7 @@ class _Typed:
         value = cache.get("record-route", _MISSING)
         if value is _MISSING:
             value = cache["record-route"] = _record_routes(self.headers)
-        return list(cast("list[NameAddr]", value))
+        return list(value)  # type: ignore[call-overload,no-any-return]  # typed by the key; cast() costs a call
 
     @property
     def paths(self) -> list[NameAddr]:
@@ -492,7 +491,7 @@ class _Typed:
         value = cache.get("path", _MISSING)
         if value is _MISSING:
             value = cache["path"] = _paths(self.headers)
-        return list(cast("list[NameAddr]", value))
+        return list(value)  # type: ignore[call-overload,no-any-return]  # typed by the key; cast() costs a call
 
     @property
     def expires(self) -> int | None:
@@ -501,7 +500,7 @@ class _Typed:
         value = cache.get("expires", _MISSING)
         if value is _MISSING:
             value = cache["expires"] = _expires(self.headers)
-        return cast("int | None", value)
+        return value  # type: ignore[return-value]  # typed by the key (no cast() call)
 
     @property
     def content_length(self) -> int | None:
@@ -510,7 +509,7 @@ class _Typed:
         value = cache.get("content-length", _MISSING)
         if value is _MISSING:
             value = cache["content-length"] = _content_length(self.headers)
-        return cast("int | None", value)
+        return value  # type: ignore[return-value]  # typed by the key (no cast() call)
 
     @property
     def content_type(self) -> str | None:
@@ -519,7 +518,7 @@ class _Typed:
         value = cache.get("content-type", _MISSING)
         if value is _MISSING:
             value = cache["content-type"] = _content_type(self.headers)
-        return cast("str | None", value)
+        return value  # type: ignore[return-value]  # typed by the key (no cast() call)
 
 
 _METHOD_RE = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+")
@@ -654,6 +653,10 @@ def reason_phrase(status: int) -> str:
     return standard_reason(status)
 
 
+_RESPONSE_COPIED = ("from", "to", "call-id", "cseq")
+"""What §8.2.6.2 copies besides the Vias, in the order a response carries them."""
+
+
 def make_response(
     request: Request,
     status: int,
@@ -683,24 +686,45 @@ def make_response(
     Raises:
         SipParseError: the request's To cannot be parsed while a tag must be added.
     """
-    src = request.headers
-    fields: list[_Field] = [f for f in src._fields if f[0] == "via"]
-    for canon in ("from", "to", "call-id", "cseq"):
-        for f in src._fields:
-            if f[0] == canon:
-                if canon == "to" and to_tag is not None and request.to.tag is None:
-                    f = (f[0], f[1], f"{f[2]};tag={to_tag}")
-                fields.append(f)
-                break
+    fields: list[_Field] = []
+    first: dict[str, _Field] = {}
+    for f in request.headers._fields:
+        canon = f[0]
+        if canon == "via":
+            fields.append(f)
+        elif canon in _RESPONSE_COPIED and canon not in first:
+            first[canon] = f
+    for canon in _RESPONSE_COPIED:
+        copied = first.get(canon)
+        if copied is not None:
+            if canon == "to" and to_tag is not None and request.to.tag is None:
+                copied = (copied[0], copied[1], f"{copied[2]};tag={to_tag}")
+            fields.append(copied)
     out = Headers._from_parsed(fields)
     for name, value in headers:
         out.add(name, value)
     return Response(status, reason_phrase(status) if reason is None else reason, out, body)
 
 
+# 64-bit random tokens drawn from ``secrets`` in batches: one system call per 256 branches
+# instead of one per branch. Each token is used once, so branches stay unique and
+# unpredictable (the pool is the same CSPRNG output, only fetched ahead).
+_TOKEN_BATCH = 256
+_tokens: list[str] = []
+
+
+def _random_token16() -> str:
+    while True:
+        try:
+            return _tokens.pop()
+        except IndexError:
+            raw = secrets.token_hex(8 * _TOKEN_BATCH)
+            _tokens.extend(raw[i : i + 16] for i in range(0, len(raw), 16))
+
+
 def new_branch() -> str:
     """A fresh RFC 3261 branch: the magic cookie ``z9hG4bK`` plus 64 random bits (§8.1.1.7)."""
-    return "z9hG4bK" + secrets.token_hex(8)
+    return "z9hG4bK" + _random_token16()
 
 
 def new_tag() -> str:
