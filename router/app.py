@@ -190,22 +190,24 @@ class RouterCore:
             return
         reliable = inbound.transport == "tcp"
         if isinstance(message, Request):
-            self.metrics.inc("requests_total", method=message.method)
+            self.metrics.add("requests_total", (("method", message.method),))
             try:
                 top = message.top_via
                 stamped = add_received_rport(top, inbound.source)
                 if stamped is not top:
                     message.headers.pop_first_value("Via")
                     message.headers.prepend_via(stamped)
-                self.events.message("in", message, inbound.source, transport=inbound.transport, data=data)
+                if self.events.active:
+                    self.events.message("in", message, inbound.source, transport=inbound.transport, data=data)
                 self._transports[id(message)] = inbound.transport
                 self.layer.receive_request(message, inbound.source, now=now, reliable=reliable)
             except SipError as exc:
                 self._drop("bad_via", inbound, str(exc))
                 return
         else:
-            self.metrics.inc("responses_total", code=str(message.status), dir="in")
-            self.events.message("in", message, inbound.source, transport=inbound.transport, data=data)
+            self.metrics.add("responses_total", (("code", str(message.status)), ("dir", "in")))
+            if self.events.active:
+                self.events.message("in", message, inbound.source, transport=inbound.transport, data=data)
             try:
                 self.layer.receive_response(message, inbound.source, now=now)
             except SipError as exc:
@@ -415,10 +417,11 @@ class RouterCore:
         msg = ev.message
         data = serialize(msg)
         transport = "tcp" if ev.reliable else "udp"
-        kind = "retransmit" if ev.retransmission else "sip"
-        self.events.message("out", msg, ev.dest, transport=transport, data=data, kind=kind)
+        if self.events.active:
+            kind = "retransmit" if ev.retransmission else "sip"
+            self.events.message("out", msg, ev.dest, transport=transport, data=data, kind=kind)
         if isinstance(msg, Response):
-            self.metrics.inc("responses_total", code=str(msg.status), dir="out")
+            self.metrics.add("responses_total", (("code", str(msg.status)), ("dir", "out")))
         self._outgoing.append(Outgoing(data, ev.dest, transport))
 
     def _forward_stray(self, response: Response) -> None:
@@ -503,4 +506,4 @@ class RouterCore:
         }
 
 
-__all__ = ["Features", "RouterCore", "ResponseContext", "load_policy"]
+__all__ = ["Features", "ResponseContext", "RouterCore", "load_policy"]

@@ -86,6 +86,22 @@ class EventLog:
     ) -> None:
         if self._file is None and not self.listeners:
             return
+        self._message(direction, message, peer, transport, data, kind)
+
+    @property
+    def active(self) -> bool:
+        """False when nothing would be written or heard (callers may skip building records)."""
+        return self._file is not None or bool(self.listeners)
+
+    def _message(
+        self,
+        direction: str,
+        message: Request | Response,
+        peer: Address,
+        transport: str,
+        data: bytes | None,
+        kind: str,
+    ) -> None:
         record: dict[str, Any] = {
             "event": kind,
             "dir": direction,
@@ -138,7 +154,12 @@ class Metrics:
         self._help[name] = text
 
     def inc(self, name: str, amount: float = 1.0, **labels: str) -> None:
-        key = tuple(sorted(labels.items()))
+        key = tuple(sorted(labels.items())) if len(labels) > 1 else tuple(labels.items())
+        series = self._counters[name]
+        series[key] = series.get(key, 0.0) + amount
+
+    def add(self, name: str, key: tuple[tuple[str, str], ...], amount: float = 1.0) -> None:
+        """``inc`` for hot paths: ``key`` is the label items already sorted by name."""
         series = self._counters[name]
         series[key] = series.get(key, 0.0) + amount
 

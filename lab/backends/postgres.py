@@ -237,11 +237,15 @@ class LabPostgres:
         except (OSError, ValueError, IndexError):
             return
         try:
-            comm = Path(f"/proc/{pid}/comm").read_text().strip()
+            stat_line = Path(f"/proc/{pid}/stat").read_text()
         except OSError:
-            comm = ""
-        if comm not in ("postgres", "postmaster"):
-            pidfile.unlink(missing_ok=True)  # the postmaster that wrote it is gone
+            stat_line = ""
+        comm, _, rest = stat_line.partition(") ")
+        state = rest.split()[0] if rest else "X"
+        # gone, a zombie nobody reaped yet (a SIGKILLed postmaster of a detached lab), or the
+        # PID reused by another program: the postmaster that wrote the file is dead
+        if state in ("Z", "X", "x") or comm.partition(" (")[2] not in ("postgres", "postmaster"):
+            pidfile.unlink(missing_ok=True)
 
     # -- readiness --------------------------------------------------------------------------
 

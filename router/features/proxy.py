@@ -177,9 +177,13 @@ class ProxyCore:
 
     def detects_loop(self, request: Request) -> bool:
         """§16.3 step 4: our own Via with the same loop hash means the request came back unchanged."""
-        mine = loop_hash(request)
+        host, port = self.config.host, self.config.port
+        mine: str | None = None  # hashed only when one of our Vias is there
         for via in request.vias:
-            if f"{via.host}:{via.port or 5060}" == self.via_sent_by:
+            # (host, port) equality is "host:port" equality: the port is an int.
+            if via.host == host and (via.port or 5060) == port:
+                if mine is None:
+                    mine = loop_hash(request)
                 branch = via.branch or ""
                 if branch.endswith("." + mine):
                     return True
@@ -343,10 +347,14 @@ class ProxyCore:
         resp = response.copy()
         # Our own Via is on top of a branch response; a locally made response has none of ours.
         vias = resp.vias
-        if vias and f"{vias[0].host}:{vias[0].port or 5060}" == self.via_sent_by and len(vias) > len(
-            ctx.request.vias
-        ):
-            resp.headers.pop_first_value("Via")
+        if vias:
+            top = vias[0]
+            if (
+                top.host == self.config.host
+                and (top.port or 5060) == self.config.port
+                and len(vias) > len(ctx.request.vias)
+            ):
+                resp.headers.pop_first_value("Via")
         if resp.status == 503 and self.config.remap_503_500:
             resp.status = 500
             resp.reason = "Server Internal Error"
@@ -379,9 +387,7 @@ class ProxyCore:
         branch.cancelled = True
         inv = branch.request
         headers = [("Via", inv.headers.values("via")[0])]
-        for name in ("Route",):
-            for value in inv.headers.get_all(name):
-                headers.append((name, value))
+        headers.extend(("Route", value) for value in inv.headers.get_all("Route"))
         headers += [
             ("Max-Forwards", str(self.config.default_max_forwards)),
             ("From", inv.headers.get("from") or ""),

@@ -372,10 +372,38 @@ class Via:
         return dataclasses.replace(self, params=del_param(self.params, name))
 
 
-@lru_cache(maxsize=4096)
+# Parsed Vias by text (Via is immutable): the same Via strings come back in every response of
+# a transaction, and the Vias an element builds itself are remembered as built
+# (``remember_via``), so the responses that carry them back are not parsed again. Cleared when
+# full (untrusted texts cannot grow it without bound).
+_VIA_MEMO: dict[str, Via] = {}
+_VIA_MEMO_MAX = 8192
+
+
 def _parse_via(text: str) -> Via:
-    # Cached (Via is immutable): the same Via strings come back in every response of a
-    # transaction and in the router's own re-reads after it stamps or prepends one.
+    via = _VIA_MEMO.get(text)
+    if via is None:
+        via = _parse_via_text(text)
+        if len(_VIA_MEMO) >= _VIA_MEMO_MAX:
+            _VIA_MEMO.clear()
+        _VIA_MEMO[text] = via
+    return via
+
+
+def remember_via(via: Via) -> str:
+    """``str(via)``, remembered so that parsing that text returns ``via`` without work.
+
+    Only for Vias whose wire form parses back to an equal Via (built from a host, a port and
+    token parameters), which is what an element puts on the requests it sends.
+    """
+    text = str(via)
+    if len(_VIA_MEMO) >= _VIA_MEMO_MAX:
+        _VIA_MEMO.clear()
+    _VIA_MEMO[text] = via
+    return text
+
+
+def _parse_via_text(text: str) -> Via:
     m = _VIA_RE.match(text)
     if m is None:
         raise SipParseError(f"bad Via {text[:60]!r}", trigger="bad_via")

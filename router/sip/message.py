@@ -33,6 +33,7 @@ from .headers import (
     parse_name_addr,
     parse_name_addr_list,
     parse_via_list,
+    remember_via,
 )
 from .uri import Uri, parse_uri, split_outside_quotes
 
@@ -193,7 +194,7 @@ class Headers:
         (its wire form parses back to an equal Via), as every Via built from a host, a port and
         a token branch is.
         """
-        self._insert_first("via", "Via", str(via))
+        self._insert_first("via", "Via", remember_via(via))
         old = self._cache.pop("via", None) if self._cache else None
         if old is not None:
             self._cache["via"] = [via, *cast("list[Via]", old)]

@@ -162,7 +162,7 @@ class _Scan:
         self.duplicated = duplicated
 
 
-_SCANNED = frozenset(_REPLY_HEADERS + ("max-forwards", "content-length"))
+_SCANNED = frozenset((*_REPLY_HEADERS, "max-forwards", "content-length"))
 
 
 def _check_single(scan: _Scan, headers: Headers) -> None:
@@ -339,7 +339,9 @@ def _parse(data: bytes) -> Request | Response:
         if exc.can_reply:
             # A broken Request-Line still leaves usable reply headers (RFC 4475 lwsstart).
             exc.partial = (
-                message if isinstance(message, Request) else Request("UNKNOWN", "sip:invalid", headers)
+                message
+                if isinstance(message, Request)
+                else Request("UNKNOWN", "sip:invalid", headers)
             )
         raise
     return message

@@ -35,6 +35,7 @@ from lab.engines import (
 )
 from lab.routers.kamailio import (
     DIFFERENCES,
+    POSTGRES_CHILDREN,
     KamailioParams,
     KamailioProcess,
     KamailioRole,
@@ -47,6 +48,7 @@ from lab.routers.kamailio import (
     render_router_config,
     router_params_from_dict,
     start_kamailio_router,
+    workers_for,
     write_router_config,
 )
 from router.realtime import DispatcherRow, UserCredential, connect, write_sipp_csv
@@ -151,6 +153,23 @@ def test_settings_map_onto_kamailio_params(tmp_path: Path) -> None:
     assert 'modparam("auth_db", "calculate_ha1", yes)' in text
     assert 'www_authorize(REALM, "ps_auths")' in text
     assert 'modparam("usrloc", "expires_type", 1)' in text
+
+
+def test_workers_follow_the_database(tmp_path: Path) -> None:
+    # SQLite: one worker (db_sqlite sets no busy timeout, differences.sqlite_concurrency);
+    # PostgreSQL: POSTGRES_CHILDREN, so DB round trips of one worker do not stall the others.
+    assert workers_for(f"sqlite:///{tmp_path}/rt.db") == 1
+    assert workers_for(None) == 1
+    assert workers_for("postgresql://k@127.0.0.5/rt") == POSTGRES_CHILDREN == 4
+    sqlite = router_params_from_dict(_router_dict(f"sqlite:///{tmp_path}/rt.db"))
+    pg = router_params_from_dict(_router_dict("postgresql://k:k@127.0.0.5:5432/rt"))
+    assert (sqlite.children, pg.children) == (1, POSTGRES_CHILDREN)
+    text = render_router_config(pg)
+    assert "#!define CHILDREN 4\n" in text
+    assert '#!define DB_URL "postgres://k:k@127.0.0.5:5432/rt"\n' in text
+    assert "#!define DB_POSTGRES\n" in text
+    assert "#!define DB_SQLITE\n" not in text
+    assert router_params_from_dict(_router_dict("postgresql://k@h/rt"), children=2).children == 2
 
 
 def test_without_registrar_table_only_the_dispatcher_is_rendered(tmp_path: Path) -> None:

@@ -294,3 +294,24 @@ def test_pytest_plugin_attaches_ladder_and_pcap_on_failure(tmp_path: Path) -> No
     assert "INVITE" in svg.read_text()
     [run] = (tmp_path / "runs").glob("pytest-*")
     assert read_labfile(run).nodes[1].pid is None  # the session lab was brought down
+
+
+def test_is_ours_sees_through_setpriv() -> None:
+    """The db node's recorded command is ``setpriv ... postgres ...``; once setpriv has exec'd,
+    /proc/<pid>/cmdline is the postgres part, and ``lab down`` from another process must still
+    recognise it (and not a different command on a reused PID)."""
+    from lab.backends.local import _exec_tail, _is_ours
+    from lab.labfile import NodeRecord
+
+    argv = ["/usr/bin/setpriv", "--reuid=postgres", "--pdeathsig", "KILL", "/bin/sleep", "30"]
+    assert _exec_tail(argv) == ["/bin/sleep", "30"]
+    assert _exec_tail(["/bin/sleep", "30"]) == ["/bin/sleep", "30"]
+    child = subprocess.Popen(["/bin/sleep", "30"], start_new_session=True)
+    try:
+        node = NodeRecord("db", "db", "127.0.0.5", 5432, pid=child.pid, argv=argv)
+        assert _is_ours(node)
+        assert not _is_ours(replace(node, argv=[*argv[:-1], "31"]))
+    finally:
+        child.kill()
+        child.wait()
+    assert not _is_ours(node)

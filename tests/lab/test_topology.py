@@ -126,3 +126,51 @@ def test_topology_with_pbx_overrides_count_and_kind() -> None:
     t = default_topology().with_pbx(5, "sipp")
     assert [p.name for p in t.pbx_nodes()] == [f"pbx{i}" for i in range(1, 6)]
     assert t.pbx_nodes()[4] == PbxSpec(name="pbx5", kind="sipp")
+
+
+# -- [db]: the lab's own PostgreSQL ----------------------------------------------------------
+
+
+def test_db_kind_auto_means_postgres_under_kamailio_only() -> None:
+    from lab.backends.render import plan, resolve_db
+
+    run = Path("/tmp/siplab-topology-test")
+    reference = topology_from_dict({"net": 9})
+    kamailio = topology_from_dict({"net": 9, "router": {"kind": "kamailio"}})
+    assert reference.db.kind == "auto"
+    assert not reference.lab_postgres
+    assert kamailio.lab_postgres
+    assert kamailio.db_host == "127.9.0.5"
+    pg = "postgresql://siplab:siplab@127.9.0.5:5432/siplab"
+    assert resolve_db(reference, run) == (f"sqlite:///{run}/realtime.db", False)
+    assert resolve_db(kamailio, run) == (pg, True)
+    # an explicit choice wins: --db sqlite / --db postgres / --db URL, [db] kind / url
+    assert resolve_db(kamailio, run, "sqlite") == (f"sqlite:///{run}/realtime.db", False)
+    assert resolve_db(reference, run, "postgres") == (pg, True)
+    assert resolve_db(kamailio, run, "sqlite:///x.db") == ("sqlite:///x.db", False)
+    pinned = topology_from_dict({"router": {"kind": "kamailio"}, "db": {"kind": "sqlite"}})
+    assert not pinned.lab_postgres
+    external = topology_from_dict(
+        {"router": {"kind": "kamailio"}, "db": {"url": "postgresql://u@127.0.0.9/x"}}
+    )
+    assert resolve_db(external, run) == ("postgresql://u@127.0.0.9/x", False)
+    # the plan carries the db node only when the lab starts it
+    db = plan(topology_from_dict({"net": 9, "db": {"kind": "postgres"}}), run).db
+    assert db is not None
+    assert (db.name, db.role, db.kind, db.host, db.port) == (
+        "db", "db", "postgresql", "127.9.0.5", 5432,
+    )  # fmt: skip
+    assert plan(reference, run).db is None
+
+
+def test_db_kind_round_trips_and_bad_combinations_are_named() -> None:
+    t = topology_from_dict({"db": {"kind": "postgres"}})
+    back = topology_from_dict(tomllib.loads(dump_toml(t.to_dict())))
+    assert back.db == t.db
+    assert back.to_dict() == t.to_dict()
+    with pytest.raises(ConfigError, match=r"db\.kind: must be one of"):
+        topology_from_dict({"db": {"kind": "mysql"}})
+    with pytest.raises(ConfigError, match=r"db\.url: kind 'postgres' is the PostgreSQL the lab"):
+        topology_from_dict({"db": {"kind": "postgres", "url": "postgresql://u@127.0.0.1/x"}})
+    with pytest.raises(ConfigError, match=r"db\.url: kind 'sqlite' with a postgresql"):
+        topology_from_dict({"db": {"kind": "sqlite", "url": "postgresql://u@127.0.0.1/x"}})

@@ -17,6 +17,7 @@ from lab.routers.kamailio.config import (
 from lab.routers.kamailio.differences import DIFFERENCES, difference
 from lab.routers.kamailio.router import (
     KAMAILIO_TABLE_VERSIONS,
+    POSTGRES_CHILDREN,
     KamailioRouterParams,
     prepare_database,
     render_router_config,
@@ -24,6 +25,7 @@ from lab.routers.kamailio.router import (
     router_params,
     router_params_from_dict,
     start_kamailio_router,
+    workers_for,
     write_router_config,
 )
 from lab.routers.kamailio.runner import (
@@ -40,6 +42,7 @@ from lab.routers.kamailio.runner import (
 __all__ = [
     "DIFFERENCES",
     "KAMAILIO_TABLE_VERSIONS",
+    "POSTGRES_CHILDREN",
     "DispatcherDestination",
     "KamailioConfigError",
     "KamailioError",
@@ -62,6 +65,7 @@ __all__ = [
     "start_kamailio",
     "start_kamailio_config",
     "start_kamailio_router",
+    "workers_for",
     "write_config",
     "write_router_config",
 ]
