@@ -123,7 +123,8 @@ def lab_status(lab: LabFile, backend: Any) -> dict[str, Any]:
     nodes = []
     dispatcher: list[dict[str, Any]] = []
     for node in lab.nodes:
-        state = "embedded" if node.role == "db" else backend.node_state(node).value
+        embedded = node.role == "db" and node.pid is None and node.container is None
+        state = "embedded" if embedded else backend.node_state(node).value
         nodes.append(
             {
                 "name": node.name,
@@ -316,7 +317,11 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         help="router under test: siplab's reference router (default) or Kamailio",
     )
     up.add_argument("--backend", default="local", choices=backend_names())
-    up.add_argument("--db", help="realtime DB URL (default: SQLite in the run folder)")
+    up.add_argument(
+        "--db",
+        help="realtime DB: a URL, 'sqlite' (file in the run folder), or 'postgres' (a PostgreSQL "
+        "the lab starts); default: SQLite, or the lab's PostgreSQL under --router kamailio",
+    )
     up.add_argument("--time-scale", type=float, help="multiply every timer (0.1 = 10x faster)")
     up.add_argument(
         "--fault-link", action="append", help="put a fault relay on LINK (ua-router, router-pbx1)"

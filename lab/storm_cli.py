@@ -41,6 +41,17 @@ def entry_point(lab: LabFile) -> tuple[str, int]:
     raise _user_error(f"{lab.run_dir}/lab.json: nodes: no router")
 
 
+def _generator_host(lab: LabFile) -> str:
+    """The lab topology's free load-generator address (it knows the lab's address block)."""
+    from lab.topology import load_topology
+    from router.configfile import ConfigError
+
+    try:
+        return load_topology(lab.topology).generator_host(0) if lab.topology else "127.0.0.100"
+    except (ConfigError, OSError):  # the topology file is gone: the default address block
+        return "127.0.0.100"
+
+
 def _read_users(csv_path: Path) -> list[tuple[str, str]]:
     users = []
     pattern = re.compile(r"^([^;]+);[^;]*;\[authentication username=\S+ password=(\S+)\]")
@@ -174,6 +185,8 @@ def cmd_storm(args: argparse.Namespace) -> int:
         raise _user_error(f"{exc} (start one with `siplab lab up`)") from None
     from lab.engines.probe import require_loopback
 
+    if args.local_ip is None:
+        args.local_ip = _generator_host(lab)
     try:
         require_loopback(args.local_ip)
     except ValueError as exc:
@@ -227,7 +240,9 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     p.add_argument("--engine", choices=["sipp", "ua"], default="sipp")
     p.add_argument("--callee", default="600", help="extension called (default 600: answers)")
     p.add_argument("--hold", type=float, default=0.0, help="call hold time, seconds")
-    p.add_argument("--local-ip", default="127.0.0.100", help="load generator address (loopback)")
+    p.add_argument(
+        "--local-ip", default=None, help="load generator address (default: the lab's free one)"
+    )
     p.add_argument("--timeout", type=float, default=120.0, help="hard time bound, seconds")
     p.add_argument("--out", help="results folder (default <lab run>/storm-<time>)")
     p.add_argument("--dir", default=None, help="lab run folder (default runs/lab)")
