@@ -119,7 +119,9 @@ class RouterCore:
         self.drops: Counter[str] = Counter()
         self.policy: Policy = policy or load_policy(config.policy)
         self.dispatcher = self._build_dispatcher(config)
-        self._ds_addresses = {d.host for s in self.dispatcher.setids() for d in self.dispatcher.destinations(s)}
+        self._ds_addresses = {
+            d.host for s in self.dispatcher.setids() for d in self.dispatcher.destinations(s)
+        }
         self._pings: dict[int, PingRequest] = {}
         self._outgoing: list[Outgoing] = []
         self._alg_numbers: dict[int | str, int] = {}
@@ -198,7 +200,9 @@ class RouterCore:
                     message.headers.pop_first_value("Via")
                     message.headers.prepend_via(stamped)
                 if self.events.active:
-                    self.events.message("in", message, inbound.source, transport=inbound.transport, data=data)
+                    self.events.message(
+                        "in", message, inbound.source, transport=inbound.transport, data=data
+                    )
                 self._transports[id(message)] = inbound.transport
                 self.layer.receive_request(message, inbound.source, now=now, reliable=reliable)
             except SipError as exc:
@@ -207,7 +211,9 @@ class RouterCore:
         else:
             self.metrics.add("responses_total", (("code", str(message.status)), ("dir", "in")))
             if self.events.active:
-                self.events.message("in", message, inbound.source, transport=inbound.transport, data=data)
+                self.events.message(
+                    "in", message, inbound.source, transport=inbound.transport, data=data
+                )
             try:
                 self.layer.receive_response(message, inbound.source, now=now)
             except SipError as exc:
@@ -225,7 +231,11 @@ class RouterCore:
         self._process(now)
 
     def next_deadline(self) -> float | None:
-        deadlines = [self.layer.next_deadline(), self.proxy.next_deadline(), self.dispatcher.next_deadline()]
+        deadlines = [
+            self.layer.next_deadline(),
+            self.proxy.next_deadline(),
+            self.dispatcher.next_deadline(),
+        ]
         if self.registration is not None:
             deadlines.append(self.registration.next_deadline())
         candidates = [d for d in deadlines if d is not None]
@@ -257,7 +267,9 @@ class RouterCore:
     def dispatcher_has_address(self, ip: str) -> bool:
         return ip in self._ds_addresses
 
-    def dispatcher_select(self, setid: int, algorithm: int | str, request: Request) -> list[tuple[str, tuple[str, int], str]]:
+    def dispatcher_select(
+        self, setid: int, algorithm: int | str, request: Request
+    ) -> list[tuple[str, tuple[str, int], str]]:
         # Only the field the algorithm hashes is computed (parsing From/To costs on the hot path).
         number = self._alg_numbers.get(algorithm)
         if number is None:
@@ -367,15 +379,24 @@ class RouterCore:
                 transport = self._transports.pop(id(request), "udp")
                 ctx = RequestContext(self, request, source, tx, transport=transport, now=now)
                 self.policy(ctx)
-                if tx is not None and not ctx.replied and ctx._response_ctx is None and request.method != "ACK":
+                if (
+                    tx is not None
+                    and not ctx.replied
+                    and ctx._response_ctx is None
+                    and request.method != "ACK"
+                ):
                     # The policy neither answered nor relayed: say so rather than leave it hanging.
                     ctx.reply(500, "No routing decision")
             case CancelReceived(request=request, transaction=tx, invite=invite):
                 self._transports.pop(id(request), None)
                 if invite is None or not self.proxy.cancel(invite, now):
-                    self.layer.respond(tx, make_response(request, 481, to_tag=self._to_tag), now=now)
+                    self.layer.respond(
+                        tx, make_response(request, 481, to_tag=self._to_tag), now=now
+                    )
                 else:
-                    self.layer.respond(tx, make_response(request, 200, to_tag=self._to_tag), now=now)
+                    self.layer.respond(
+                        tx, make_response(request, 200, to_tag=self._to_tag), now=now
+                    )
             case ResponseReceived(response=response, transaction=tx) if (
                 tx is not None and self.registration is not None and self.registration.owns(tx)
             ):
@@ -388,7 +409,9 @@ class RouterCore:
                 if tx is not None and id(tx) in self._pings:
                     if response.status >= 200:
                         ping = self._pings.pop(id(tx))
-                        self.dispatcher.ping_result(ping.destination.uri, response.status, now, from_tag=ping.from_tag)
+                        self.dispatcher.ping_result(
+                            ping.destination.uri, response.status, now, from_tag=ping.from_tag
+                        )
                     return
                 if tx is None:
                     self._forward_stray(response)
@@ -397,13 +420,17 @@ class RouterCore:
             case TransactionTimeout(transaction=tx):
                 if id(tx) in self._pings:
                     ping = self._pings.pop(id(tx))
-                    self.dispatcher.ping_result(ping.destination.uri, None, now, from_tag=ping.from_tag)
+                    self.dispatcher.ping_result(
+                        ping.destination.uri, None, now, from_tag=ping.from_tag
+                    )
                     return
                 self.proxy.on_client_timeout(tx, now)
             case TransportError(transaction=tx):
                 if id(tx) in self._pings:
                     ping = self._pings.pop(id(tx))
-                    self.dispatcher.ping_result(ping.destination.uri, None, now, from_tag=ping.from_tag)
+                    self.dispatcher.ping_result(
+                        ping.destination.uri, None, now, from_tag=ping.from_tag
+                    )
                     return
                 self.proxy.on_client_timeout(tx, now)
             case TransactionTerminated(transaction=tx):
@@ -432,7 +459,9 @@ class RouterCore:
             return
         fwd = response.copy()
         fwd.headers.pop_first_value("Via")
-        dest = response_destination(fwd.top_via, (fwd.top_via.received or fwd.top_via.host, fwd.top_via.sent_by()[1]))
+        dest = response_destination(
+            fwd.top_via, (fwd.top_via.received or fwd.top_via.host, fwd.top_via.sent_by()[1])
+        )
         self.layer.send_stateless(fwd, dest)
 
     def _bad_message(self, data: bytes, inbound: Inbound, exc: SipParseError) -> None:
@@ -451,7 +480,12 @@ class RouterCore:
     def _drop(self, reason: str, inbound: Inbound, detail: str) -> None:
         self.drops[reason] += 1
         self.metrics.inc("drops_total", reason=reason)
-        self.events.event("drop", reason=reason, peer=f"{inbound.source[0]}:{inbound.source[1]}", detail=detail[:200])
+        self.events.event(
+            "drop",
+            reason=reason,
+            peer=f"{inbound.source[0]}:{inbound.source[1]}",
+            detail=detail[:200],
+        )
 
     # -- keepalives -----------------------------------------------------------------------
 

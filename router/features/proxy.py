@@ -170,7 +170,9 @@ class ProxyCore:
 
     # -- requests -------------------------------------------------------------------------
 
-    def new_context(self, server_tx: object, request: Request, source: Address, now: float) -> ResponseContext:
+    def new_context(
+        self, server_tx: object, request: Request, source: Address, now: float
+    ) -> ResponseContext:
         ctx = ResponseContext(server_tx, request, source, now)
         self.contexts[id(server_tx)] = ctx
         return ctx
@@ -202,7 +204,12 @@ class ProxyCore:
         for route in reversed(target.routes):
             req.headers.prepend("Route", route)
         branch = f"{new_branch()}.{loop_hash(ctx.request)}"
-        via = Via(target.transport.upper(), self.config.host, self.config.port, (("branch", branch), ("rport", None)))
+        via = Via(
+            target.transport.upper(),
+            self.config.host,
+            self.config.port,
+            (("branch", branch), ("rport", None)),
+        )
         req.headers.prepend_via(via)  # "SIP/2.0/UDP host:port;branch=...;rport", kept parsed
         return req
 
@@ -220,7 +227,9 @@ class ProxyCore:
         self.stats["branches"] += 1
         return branch
 
-    def relay_stateless(self, request: Request, dest: Address, *, transport: str = "udp") -> Request:
+    def relay_stateless(
+        self, request: Request, dest: Address, *, transport: str = "udp"
+    ) -> Request:
         """Forward without a transaction (ACK for 2xx): Max-Forwards and a Via with a stable branch.
 
         §16.11: a stateless proxy's branch must be the same for retransmissions, so it is derived
@@ -235,7 +244,12 @@ class ProxyCore:
         top = request.vias[0].branch or ""
         digest = hashlib.md5(top.encode(), usedforsecurity=False).hexdigest()[:16]
         req.headers.prepend_via(
-            Via(transport.upper(), self.config.host, self.config.port, (("branch", f"{MAGIC}sl{digest}"), ("rport", None)))
+            Via(
+                transport.upper(),
+                self.config.host,
+                self.config.port,
+                (("branch", f"{MAGIC}sl{digest}"), ("rport", None)),
+            )
         )
         return req
 
@@ -337,7 +351,11 @@ class ProxyCore:
         if best.status in (401, 407):
             name = "WWW-Authenticate" if best.status == 401 else "Proxy-Authenticate"
             for b in ctx.branches:
-                if b.response is not None and b.response is not best and b.response.status == best.status:
+                if (
+                    b.response is not None
+                    and b.response is not best
+                    and b.response.status == best.status
+                ):
                     for value in b.response.headers.get_all(name):
                         best.headers.add(name, value)
         self._forward_upstream(ctx, best, now)
@@ -399,7 +417,9 @@ class ProxyCore:
         from router.sip import Headers
 
         cancel = Request("CANCEL", inv.uri, Headers(headers))
-        self.layer.start_client(cancel, branch.target.dest, now=now, reliable=branch.target.transport == "tcp")
+        self.layer.start_client(
+            cancel, branch.target.dest, now=now, reliable=branch.target.transport == "tcp"
+        )
 
     # -- timers ---------------------------------------------------------------------------
 
@@ -441,4 +461,12 @@ def uri_host(value: str) -> SipUri | None:
     return uri if isinstance(uri, SipUri) else None
 
 
-__all__ = ["Branch", "NameAddr", "ProxyConfig", "ProxyCore", "ResponseContext", "Target", "loop_hash"]
+__all__ = [
+    "Branch",
+    "NameAddr",
+    "ProxyConfig",
+    "ProxyCore",
+    "ResponseContext",
+    "Target",
+    "loop_hash",
+]

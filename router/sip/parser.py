@@ -112,12 +112,6 @@ def _split_fields(lines: list[str], folded: bool) -> list[_Field]:
     return fields
 
 
-def _split_head(head: str) -> tuple[str, list[_Field]]:
-    """(start line, fields) of a header block whose line ends were checked."""
-    lines = head.split("\r\n")
-    return lines[0], _split_fields(lines[1:], "\r\n " in head or "\r\n\t" in head)
-
-
 def _can_reply(headers: Headers) -> bool:
     """True if a 400 can be built: Via, From, To, Call-ID and CSeq all present and parsed."""
     try:
@@ -293,12 +287,15 @@ def _parse(data: bytes) -> Request | Response:
         head = head_bytes.decode("utf-8")
     except UnicodeDecodeError:
         raise SipParseError("header block is not UTF-8", trigger="bad_utf8") from None
-    crlf = head.count("\r\n")
+    lines = head.split("\r\n")
+    crlf = len(lines) - 1
     if head.count("\r") != crlf or head.count("\n") != crlf:
         # NUL is legal inside a quoted-pair (RFC 4475 §3.1.1.2 intmeth), so only bare
         # CR/LF are refused here.
         raise SipParseError("bare CR or LF in header block", trigger="bad_line_end")
-    start_line, fields = _split_head(head)
+    start_line = lines[0]
+    del lines[0]
+    fields = _split_fields(lines, "\r\n " in head or "\r\n\t" in head)
     headers = Headers._from_parsed(fields)
     scan = _Scan(fields)
     body = data[end + 4 :]

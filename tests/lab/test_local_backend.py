@@ -308,6 +308,11 @@ def test_is_ours_sees_through_setpriv() -> None:
     assert _exec_tail(["/bin/sleep", "30"]) == ["/bin/sleep", "30"]
     child = subprocess.Popen(["/bin/sleep", "30"], start_new_session=True)
     try:
+        # Popen returns after fork; wait for the exec so /proc/<pid>/cmdline is sleep's own.
+        deadline = time.monotonic() + 5.0
+        cmdline = Path(f"/proc/{child.pid}/cmdline")
+        while b"sleep" not in cmdline.read_bytes() and time.monotonic() < deadline:
+            time.sleep(0.01)
         node = NodeRecord("db", "db", "127.0.0.5", 5432, pid=child.pid, argv=argv)
         assert _is_ours(node)
         assert not _is_ours(replace(node, argv=[*argv[:-1], "31"]))

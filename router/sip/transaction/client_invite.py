@@ -46,6 +46,10 @@ if TYPE_CHECKING:
 class ClientInviteState(enum.Enum):
     """States of Figure 5 (RFC 3261) plus Accepted (RFC 6026)."""
 
+    # Members are singletons compared by identity: hash them by identity too, in C
+    # (Enum.__hash__ is a Python-level call on every transition-table lookup).
+    __hash__ = object.__hash__
+
     CALLING = "Calling"
     PROCEEDING = "Proceeding"
     COMPLETED = "Completed"
@@ -55,6 +59,10 @@ class ClientInviteState(enum.Enum):
 
 class ClientInviteInput(enum.Enum):
     """What can happen to an INVITE client transaction."""
+
+    # Members are singletons compared by identity: hash them by identity too, in C
+    # (Enum.__hash__ is a Python-level call on every transition-table lookup).
+    __hash__ = object.__hash__
 
     PROVISIONAL = "1xx from transport"
     SUCCESS = "2xx from transport"

@@ -35,6 +35,10 @@ if TYPE_CHECKING:
 class ClientNonInviteState(enum.Enum):
     """States of Figure 6 (RFC 3261)."""
 
+    # Members are singletons compared by identity: hash them by identity too, in C
+    # (Enum.__hash__ is a Python-level call on every transition-table lookup).
+    __hash__ = object.__hash__
+
     TRYING = "Trying"
     PROCEEDING = "Proceeding"
     COMPLETED = "Completed"
@@ -43,6 +47,10 @@ class ClientNonInviteState(enum.Enum):
 
 class ClientNonInviteInput(enum.Enum):
     """What can happen to a non-INVITE client transaction."""
+
+    # Members are singletons compared by identity: hash them by identity too, in C
+    # (Enum.__hash__ is a Python-level call on every transition-table lookup).
+    __hash__ = object.__hash__
 
     PROVISIONAL = "1xx from transport"
     FINAL = "200-699 from transport"

@@ -50,6 +50,10 @@ if TYPE_CHECKING:
 class ServerInviteState(enum.Enum):
     """States of Figure 7 (RFC 3261) plus Accepted (RFC 6026)."""
 
+    # Members are singletons compared by identity: hash them by identity too, in C
+    # (Enum.__hash__ is a Python-level call on every transition-table lookup).
+    __hash__ = object.__hash__
+
     PROCEEDING = "Proceeding"
     COMPLETED = "Completed"
     CONFIRMED = "Confirmed"
@@ -59,6 +63,10 @@ class ServerInviteState(enum.Enum):
 
 class ServerInviteInput(enum.Enum):
     """What can happen to an INVITE server transaction."""
+
+    # Members are singletons compared by identity: hash them by identity too, in C
+    # (Enum.__hash__ is a Python-level call on every transition-table lookup).
+    __hash__ = object.__hash__
 
     REQUEST = "INVITE from transport"
     ACK = "ACK from transport"

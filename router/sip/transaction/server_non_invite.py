@@ -41,6 +41,10 @@ if TYPE_CHECKING:
 class ServerNonInviteState(enum.Enum):
     """States of Figure 8 (RFC 3261)."""
 
+    # Members are singletons compared by identity: hash them by identity too, in C
+    # (Enum.__hash__ is a Python-level call on every transition-table lookup).
+    __hash__ = object.__hash__
+
     TRYING = "Trying"
     PROCEEDING = "Proceeding"
     COMPLETED = "Completed"
@@ -49,6 +53,10 @@ class ServerNonInviteState(enum.Enum):
 
 class ServerNonInviteInput(enum.Enum):
     """What can happen to a non-INVITE server transaction."""
+
+    # Members are singletons compared by identity: hash them by identity too, in C
+    # (Enum.__hash__ is a Python-level call on every transition-table lookup).
+    __hash__ = object.__hash__
 
     REQUEST = "Request from transport"
     PROVISIONAL = "1xx from TU"

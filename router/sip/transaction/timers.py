@@ -26,6 +26,10 @@ from dataclasses import dataclass
 class Timer(enum.Enum):
     """The named timers of RFC 3261 §17 (A-K) and RFC 6026 §8 (L, M)."""
 
+    # Members are singletons compared by identity: hash them by identity too, in C
+    # (Enum.__hash__ is a Python-level call on every transition-table lookup).
+    __hash__ = object.__hash__
+
     A = "A"  # INVITE request retransmit, client, unreliable only
     B = "B"  # INVITE client transaction timeout
     D = "D"  # client INVITE waits for retransmitted non-2xx finals
