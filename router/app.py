@@ -126,6 +126,7 @@ class RouterCore:
         self._outgoing: list[Outgoing] = []
         self._alg_numbers: dict[int | str, int] = {}
         self._transports: dict[int, str] = {}
+        self._transport_stats: Callable[[], Any] | None = None
         """Transport of each request between receive and the policy (by id of the message)."""
         self._myself = {(h, p) for h, p in config.listen_addresses()}
         self._to_tag = new_tag()
@@ -173,6 +174,9 @@ class RouterCore:
             ("active_transactions", {"kind": "server_non_invite"}, st.server_non_invite),
             ("proxy_contexts", {}, len(self.proxy.contexts)),
         ]
+        if self._transport_stats is not None:
+            for reason, n in self._transport_stats().drops.items():
+                out.append(("transport_drops", {"reason": reason}, n))
         for row in self.dispatcher.status():
             labels = {"set": str(row.setid), "uri": row.uri, "state": row.flags}
             out.append(("dispatcher_destination_up", labels, 0 if row.flags[0] in "ID" else 1))
@@ -290,10 +294,25 @@ class RouterCore:
     def dispatcher_mark(self, uri: str, state: str, *, reason: str) -> None:
         self.dispatcher.mark(uri, state, now=self.now)
 
+    @staticmethod
+    def _reply_destination(
+        request: Request, source: tuple[str, int], transport: str
+    ) -> tuple[str, int]:
+        """Where a response sent outside a transaction goes (RFC 3261 §18.2.2, RFC 3581).
+
+        Over TCP: back on the connection the request came on (its peer address), "if the
+        connection is still open". Over UDP: the Via stamped with received/rport as if the
+        request had gone through the server transport (so a hostname in sent-by is never
+        resolved: ``received`` holds the source IP).
+        """
+        if transport == "tcp":
+            return source
+        return response_destination(add_received_rport(request.top_via, source), source)
+
     def reply(self, ctx: RequestContext, response: Response) -> None:
         tx = ctx.transaction
         if tx is None:
-            dest = response_destination(ctx.request.top_via, ctx.source)
+            dest = self._reply_destination(ctx.request, ctx.source, ctx.transport)
             self.layer.send_stateless(response, dest, reliable=ctx.transport == "tcp")
             return
         self.layer.respond(tx, response, now=self.now)  # type: ignore[arg-type]
@@ -389,7 +408,8 @@ class RouterCore:
                     ctx.reply(500, "No routing decision")
             case CancelReceived(request=request, transaction=tx, invite=invite):
                 self._transports.pop(id(request), None)
-                if invite is None or not self.proxy.cancel(invite, now):
+                reasons = tuple(request.headers.get_all("reason"))
+                if invite is None or not self.proxy.cancel(invite, now, reasons=reasons):
                     self.layer.respond(
                         tx, make_response(request, 481, to_tag=self._to_tag), now=now
                     )
@@ -470,7 +490,7 @@ class RouterCore:
         if exc.can_reply and isinstance(partial, Request):
             try:
                 resp = make_response(partial, exc.status, None, to_tag=self._to_tag)
-                dest = response_destination(partial.top_via, inbound.source)
+                dest = self._reply_destination(partial, inbound.source, inbound.transport)
             except SipError:
                 return
             out = serialize(resp)
@@ -510,6 +530,31 @@ class RouterCore:
 
     # -- introspection --------------------------------------------------------------------
 
+    def attach_transport(self, statistics: Callable[[], Any]) -> None:
+        """Let status and metrics show the driver's counters (its drops: framing errors on TCP,
+        full send buffers...), which happen before a message reaches this core."""
+        self._transport_stats = statistics
+
+    def _all_drops(self) -> dict[str, int]:
+        drops = dict(self.drops)
+        if self._transport_stats is not None:
+            for reason, n in self._transport_stats().drops.items():
+                drops[reason] = drops.get(reason, 0) + n
+        return drops
+
+    def _transport_status(self) -> dict[str, Any] | None:
+        if self._transport_stats is None:
+            return None
+        st = self._transport_stats()
+        return {
+            "datagrams_in": st.datagrams_in,
+            "datagrams_out": st.datagrams_out,
+            "tcp_messages_in": st.tcp_messages_in,
+            "tcp_messages_out": st.tcp_messages_out,
+            "tcp_connections": st.tcp_connections,
+            "drops": dict(st.drops),
+        }
+
     def status(self) -> dict[str, Any]:
         st = self.layer.statistics()
         return {
@@ -535,7 +580,8 @@ class RouterCore:
                 "timeouts": st.timeouts,
             },
             "proxy": dict(self.proxy.stats),
-            "drops": dict(self.drops),
+            "drops": self._all_drops(),
+            "transport": self._transport_status(),
             "registrar": self.registration.status() if self.registration is not None else None,
         }
 

@@ -141,7 +141,9 @@ class DispatcherSection:
             get_algorithm(self.algorithm)
         except (ValueError, KeyError) as exc:
             raise FieldError("algorithm", str(exc)) from None
-        sources = sum(x is not None and x != [] for x in (self.list_file, self.db, self.destinations or None))
+        sources = sum(
+            x is not None and x != [] for x in (self.list_file, self.db, self.destinations or None)
+        )
         if sources > 1:
             raise FieldError("destinations", "give only one of destinations, list_file, db")
 
@@ -203,13 +205,21 @@ class RouterConfig:
             try:
                 text = path.read_text()
             except OSError as exc:
-                raise ConfigError(self.source, "dispatcher.list_file", f"{path}: {exc.strerror}") from None
+                raise ConfigError(
+                    self.source, "dispatcher.list_file", f"{path}: {exc.strerror}"
+                ) from None
             try:
                 dests = parse_list_file(text)
             except DispatcherConfigError as exc:
                 raise ConfigError(str(path), f"line {exc.line}", str(exc)) from None
             return [
-                {"setid": d.setid, "destination": d.uri, "flags": d.flags, "priority": d.priority, "attrs": d.attrs_body}
+                {
+                    "setid": d.setid,
+                    "destination": d.uri,
+                    "flags": d.flags,
+                    "priority": d.priority,
+                    "attrs": d.attrs_body,
+                }
                 for d in dests
             ]
         if ds.db is not None:

@@ -152,11 +152,19 @@ class RequestContext:
 
     # -- replies --------------------------------------------------------------------------
 
-    def reply(self, status: int, reason: str | None = None, headers: list[tuple[str, str]] | None = None) -> None:
+    def reply(
+        self, status: int, reason: str | None = None, headers: list[tuple[str, str]] | None = None
+    ) -> None:
         """Kamailio ``sl_send_reply``/``send_reply``: answer through the server transaction."""
         if self.replied or self.request.method == "ACK":
             return
-        resp = make_response(self.request, status, reason, to_tag=self.router.to_tag(self.request), headers=headers or ())
+        resp = make_response(
+            self.request,
+            status,
+            reason,
+            to_tag=self.router.to_tag(self.request),
+            headers=headers or (),
+        )
         self.router.reply(self, resp)
         self.replied = True
 
@@ -192,7 +200,11 @@ class RequestContext:
             had_route = True
         while True:
             routes = req.routes
-            if not routes or not isinstance(routes[0].uri, SipUri) or not self.uri_is_myself(routes[0].uri):
+            if (
+                not routes
+                or not isinstance(routes[0].uri, SipUri)
+                or not self.uri_is_myself(routes[0].uri)
+            ):
                 break
             req.headers.pop_first_value("Route")
             had_route = True

@@ -45,6 +45,7 @@ async def serve_router(
     events = EventLog(config.router.events, config.name, raw=config.router.events_raw)
     core = RouterCore(config, events=events, now=trio.current_time())
     driver = SipDriver(core, udp=config.listen_by_proto("udp"), tcp=config.listen_by_proto("tcp"))
+    core.attach_transport(driver.statistics)
     try:
         with trio.CancelScope() as scope:
             async with trio.open_nursery() as nursery:
@@ -57,7 +58,10 @@ async def serve_router(
                         host,
                         int(port),
                         {
-                            "/metrics": lambda: ("text/plain; version=0.0.4", core.metrics.render()),
+                            "/metrics": lambda: (
+                                "text/plain; version=0.0.4",
+                                core.metrics.render(),
+                            ),
                             "/status": json_route(core.status),
                         },
                     )
@@ -92,7 +96,9 @@ async def _main(config: RouterConfig) -> None:
         )
         print(f"siplab router {config.name}: listening on {addrs}", flush=True)
         if running.http:
-            print(f"  metrics and status on http://{running.http[0]}:{running.http[1]}/", flush=True)
+            print(
+                f"  metrics and status on http://{running.http[0]}:{running.http[1]}/", flush=True
+            )
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
             async for signum in signals:
                 print(f"siplab router: {signal.Signals(signum).name}, shutting down", flush=True)

@@ -292,11 +292,6 @@ async def assert_tcp_options(lab: Lab, *, rport: bool = True) -> None:
     assert got.startswith(b"SIP/2.0 200"), got[:80]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="TCP framing errors are counted in the driver's statistics (tcp_framing_<trigger>) "
-    "but neither /status nor /metrics shows them (router owner: add driver drops to status)",
-)
 async def test_malformed_tcp_framing_errors_are_counted(lab: Lab) -> None:
     """Topology: the default lab.
 
@@ -348,11 +343,6 @@ async def test_malformed_after_the_whole_corpus_router_keeps_serving(lab: Lab) -
     assert time.monotonic() - started < 15
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the router answers a TCP request without rport by opening a new connection to "
-    "received:5060 instead of using the connection it came on (RFC 3261 §18.2.2)",
-)
 async def test_malformed_tcp_reply_uses_the_same_connection(lab: Lab) -> None:
     """Topology: the default lab.
 
@@ -366,11 +356,6 @@ async def test_malformed_tcp_reply_uses_the_same_connection(lab: Lab) -> None:
     await assert_tcp_options(lab, rport=False)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="for a message that fails to parse, the router sends its 400 to the Via sent-by "
-    "without applying received (RFC 3261 §18.2.2); with a hostname there it even resolves it",
-)
 async def test_malformed_400_goes_to_the_source_address(lab: Lab) -> None:
     """Topology: the default lab.
 

@@ -94,6 +94,8 @@ class Branch:
     cancel_wanted: bool = False
     cancelled: bool = False
     deadline: float | None = None
+    cancel_reasons: tuple[str, ...] = ()
+    """Reason values for this branch's CANCEL (RFC 3326)."""
 
     @property
     def done(self) -> bool:
@@ -122,6 +124,8 @@ class ResponseContext:
     cancelled: bool = False
     six_xx: bool = False
     on_failure: FailureHandler | None = None
+    cancel_reasons: tuple[str, ...] = ()
+    """Reason header values to put in the CANCELs sent downstream (RFC 3326)."""
     attrs: dict[str, object] = field(default_factory=dict)
     """Scratch space for the policy (dispatcher failover list, selected destination...)."""
 
@@ -283,6 +287,9 @@ class ProxyCore:
             self._forward_upstream(ctx, response, now)
             ctx.final_sent = True
             if ctx.request.method == "INVITE":
+                # RFC 3326 §2 example: the other branches of a fork are told why.
+                if not ctx.cancel_reasons:
+                    ctx.cancel_reasons = ('SIP;cause=200;text="Call completed elsewhere"',)
                 self._cancel_pending(ctx, now)
             return
         if status >= 600:
@@ -381,12 +388,19 @@ class ProxyCore:
 
     # -- CANCEL ---------------------------------------------------------------------------
 
-    def cancel(self, invite_tx: object, now: float) -> bool:
-        """§16.10: cancel every pending branch of the INVITE's context. False if none known."""
+    def cancel(self, invite_tx: object, now: float, *, reasons: tuple[str, ...] = ()) -> bool:
+        """§16.10: cancel every pending branch of the INVITE's context. False if none known.
+
+        ``reasons``: the Reason header values of the CANCEL received, copied into the CANCELs
+        sent downstream (RFC 3326 §2: "Proxies ... SHOULD copy" them; Kamailio tm does), so a
+        phone learns e.g. "Call completed elsewhere" from a queue that hung up its branch.
+        """
         ctx = self.contexts.get(id(invite_tx))
         if ctx is None:
             return False
         ctx.cancelled = True
+        if reasons:
+            ctx.cancel_reasons = reasons
         self._cancel_pending(ctx, now)
         return True
 
@@ -394,6 +408,7 @@ class ProxyCore:
         for b in ctx.branches:
             if b.done or b.cancelled:
                 continue
+            b.cancel_reasons = ctx.cancel_reasons
             b.cancel_wanted = True
             if b.replied:
                 self._cancel_branch(b, now)
@@ -412,8 +427,9 @@ class ProxyCore:
             ("To", inv.headers.get("to") or ""),
             ("Call-ID", inv.call_id),
             ("CSeq", f"{inv.cseq.seq} CANCEL"),
-            ("Content-Length", "0"),
         ]
+        headers.extend(("Reason", value) for value in branch.cancel_reasons)
+        headers.append(("Content-Length", "0"))
         from router.sip import Headers
 
         cancel = Request("CANCEL", inv.uri, Headers(headers))

@@ -132,7 +132,9 @@ class ServerInviteTransaction(ServerTransaction):
     ) -> None:
         if request.method != "INVITE":
             raise ValueError(f"an INVITE server transaction cannot serve {request.method}")
-        dest = response_destination(request.top_via, source)
+        # §18.2.2: over a reliable transport "the response MUST be sent using the existing
+        # connection to the source of the original request"; over UDP, Via rules (RFC 3581).
+        dest = source if reliable else response_destination(request.top_via, source)
         super().__init__(
             request, dest, now=now, timers=timers, reliable=reliable, sink=sink, counters=counters
         )

@@ -108,7 +108,9 @@ class ServerNonInviteTransaction(ServerTransaction):
     ) -> None:
         if request.method in ("INVITE", "ACK"):
             raise ValueError(f"a non-INVITE server transaction cannot serve {request.method}")
-        dest = response_destination(request.top_via, source)
+        # §18.2.2: over a reliable transport "the response MUST be sent using the existing
+        # connection to the source of the original request"; over UDP, Via rules (RFC 3581).
+        dest = source if reliable else response_destination(request.top_via, source)
         super().__init__(
             request, dest, now=now, timers=timers, reliable=reliable, sink=sink, counters=counters
         )
