@@ -29,6 +29,7 @@ from router.features.dispatcher import (
     get_algorithm,
     parse_reply_codes,
 )
+from router.features.dialogs import DialogTracker
 from router.features.proxy import ProxyConfig, ProxyCore, ResponseContext, Target
 from router.observe import EventLog, Metrics
 from router.script import RequestContext
@@ -46,7 +47,7 @@ from router.sip import (
     serialize,
 )
 from router.sip.routing import add_received_rport, response_destination
-from router.sip.transaction import Timers
+from router.sip.transaction import ServerInviteTransaction, Timers
 from router.sip.transaction.events import (
     CancelReceived,
     RequestReceived,
@@ -127,6 +128,8 @@ class RouterCore:
         self._alg_numbers: dict[int | str, int] = {}
         self._transports: dict[int, str] = {}
         self._transport_stats: Callable[[], Any] | None = None
+        self.dialogs = DialogTracker()
+        """Calls up (2xx passed, no BYE yet): the dialogs gauge and call-load accounting."""
         """Transport of each request between receive and the policy (by id of the message)."""
         self._myself = {(h, p) for h, p in config.listen_addresses()}
         self._to_tag = new_tag()
@@ -173,6 +176,7 @@ class RouterCore:
             ("active_transactions", {"kind": "server_invite"}, st.server_invite),
             ("active_transactions", {"kind": "server_non_invite"}, st.server_non_invite),
             ("proxy_contexts", {}, len(self.proxy.contexts)),
+            ("dialogs", {}, len(self.dialogs)),
         ]
         if self._transport_stats is not None:
             for reason, n in self._transport_stats().drops.items():
@@ -279,7 +283,7 @@ class RouterCore:
         if number is None:
             number = self._alg_numbers[algorithm] = get_algorithm(algorithm).number
         key = SelectionKey(
-            call_id=request.call_id if number == 0 else None,
+            call_id=request.call_id if number in (0, 10) else None,
             from_uri=str(request.from_.uri) if number == 1 else None,
             to_uri=str(request.to.uri) if number == 2 else None,
             ruri=request.uri if number == 3 else None,
@@ -396,6 +400,8 @@ class RouterCore:
                 self._send(ev)
             case RequestReceived(request=request, source=source, transaction=tx):
                 transport = self._transports.pop(id(request), "udp")
+                if request.method == "BYE":
+                    self._call_over(request)
                 ctx = RequestContext(self, request, source, tx, transport=transport, now=now)
                 self.policy(ctx)
                 if (
@@ -436,6 +442,10 @@ class RouterCore:
                 if tx is None:
                     self._forward_stray(response)
                     return
+                if 200 <= response.status < 300 and response.cseq.method == "INVITE":
+                    found = self.proxy.by_client.get(id(tx))
+                    if found is not None:
+                        self.dialogs.confirmed(response.call_id, found[1].target.label, now)
                 self.proxy.on_response(tx, response, now)
             case TransactionTimeout(transaction=tx):
                 if id(tx) in self._pings:
@@ -455,10 +465,26 @@ class RouterCore:
                 self.proxy.on_client_timeout(tx, now)
             case TransactionTerminated(transaction=tx):
                 self._pings.pop(id(tx), None)
+                if (
+                    isinstance(tx, ServerInviteTransaction)
+                    and tx.request.call_id not in self.dialogs
+                ):
+                    # The INVITE ended without a call (failed or cancelled): uncount it for
+                    # the call-load algorithm (Kamailio ds_load_unset on a negative reply).
+                    self.dispatcher.call_ended_for(tx.request.call_id)
                 self.proxy.on_client_terminated(tx)
                 self.proxy.on_server_terminated(tx)
             case _:
                 log.debug("ignored event %r", ev)
+
+    def _call_over(self, request: Request) -> None:
+        """A BYE passed: the call is down (dialog gauge, call-load counters)."""
+        try:
+            call_id = request.call_id
+        except SipError:
+            return
+        self.dialogs.ended(call_id)
+        self.dispatcher.call_ended_for(call_id)
 
     def _send(self, ev: Send) -> None:
         msg = ev.message
@@ -580,6 +606,13 @@ class RouterCore:
                 "timeouts": st.timeouts,
             },
             "proxy": dict(self.proxy.stats),
+            "dialogs": {
+                "active": len(self.dialogs),
+                "confirmed_total": self.dialogs.confirmed_total,
+                "ended_total": self.dialogs.ended_total,
+                "expired_total": self.dialogs.expired_total,
+                "per_destination": self.dialogs.per_destination(),
+            },
             "drops": self._all_drops(),
             "transport": self._transport_status(),
             "registrar": self.registration.status() if self.registration is not None else None,

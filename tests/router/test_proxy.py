@@ -12,7 +12,11 @@ def _requests(sent: list, method: str) -> list:
 
 
 def _responses(sent: list, status: int | None = None) -> list:
-    return [s for s in sent if isinstance(s.message, Response) and (status is None or s.message.status == status)]
+    return [
+        s
+        for s in sent
+        if isinstance(s.message, Response) and (status is None or s.message.status == status)
+    ]
 
 
 def test_proxy_invite_forwarded_with_100_record_route_and_max_forwards() -> None:
@@ -62,12 +66,20 @@ def test_proxy_2xx_forwarded_and_ack_routed_by_route_set() -> None:
     assert [s.message.status for s in ok] == [200]
     assert ok[0].message.headers.values("record-route") == ["<sip:127.0.0.10:5060;lr>"]
     # The UAC's ACK follows the route set: Route to us, R-URI = remote target.
-    ack = invite(to_tag="uas1", route="<sip:127.0.0.10:5060;lr>", uri="sip:600@127.0.0.11:5060", method="ACK")
+    ack = invite(
+        to_tag="uas1", route="<sip:127.0.0.10:5060;lr>", uri="sip:600@127.0.0.11:5060", method="ACK"
+    )
     out = h.feed(ack)
     acks = _requests(out, "ACK")
     assert len(acks) == 1 and acks[0].dest == PBX[0]
     assert acks[0].message.routes == []  # our Route consumed
-    bye = invite(to_tag="uas1", route="<sip:127.0.0.10:5060;lr>", uri="sip:600@127.0.0.11:5060", method="BYE", cseq=2)
+    bye = invite(
+        to_tag="uas1",
+        route="<sip:127.0.0.10:5060;lr>",
+        uri="sip:600@127.0.0.11:5060",
+        method="BYE",
+        cseq=2,
+    )
     out = h.feed(bye)
     byes = _requests(out, "BYE")
     assert len(byes) == 1 and byes[0].dest == PBX[0]
@@ -193,3 +205,40 @@ def test_proxy_garbage_dropped_and_counted_bad_request_answered_400() -> None:
     )
     out = h.feed(bad)
     assert [s.message.status for s in out] == [400]
+
+
+def test_proxy_dialogs_counted_from_2xx_until_bye() -> None:
+    h = RouterHarness.build(nodes=1)
+    fwd = _requests(h.feed(invite("d1")), "INVITE")[0].message
+    assert h.core.status()["dialogs"]["active"] == 0
+    h.feed(answer(fwd, 200), PBX[0])
+    status = h.core.status()["dialogs"]
+    assert status["active"] == 1
+    assert status["per_destination"] == {f"sip:{PBX[0][0]}:{PBX[0][1]}": 1}
+    bye = invite(
+        "d1",
+        to_tag="uas1",
+        route="<sip:127.0.0.10:5060;lr>",
+        uri="sip:600@127.0.0.11:5060",
+        method="BYE",
+        cseq=2,
+    )
+    h.feed(bye)
+    assert h.core.status()["dialogs"]["active"] == 0
+    assert h.core.status()["dialogs"]["ended_total"] == 1
+
+
+def test_proxy_call_load_counts_calls_until_they_end() -> None:
+    h = RouterHarness.build(algorithm="call_load", nodes=2)
+    first = _requests(h.feed(invite("l1")), "INVITE")[0]
+    second = _requests(h.feed(invite("l2")), "INVITE")[0]
+    # Least-loaded: the second call goes to the other node.
+    assert first.dest != second.dest
+    h.feed(answer(first.message, 200), first.dest)
+    # The second call fails: its load is released when its transaction ends.
+    h.feed(answer(second.message, 486), second.dest)
+    h.feed(invite("l2", method="ACK", to_tag="uas1", branch=second.message.vias[1].branch))
+    h.advance(40.0)
+    assert h.core.dispatcher.load("pbx1") + h.core.dispatcher.load("pbx2") == 1
+    third = _requests(h.feed(invite("l3")), "INVITE")[0]
+    assert third.dest == second.dest  # the node whose call ended is the least loaded
