@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from router.config import RouterConfig
+from router.features.dialogs import DialogTracker
 from router.features.dispatcher import (
     Dispatcher,
     PingRequest,
@@ -29,7 +30,6 @@ from router.features.dispatcher import (
     get_algorithm,
     parse_reply_codes,
 )
-from router.features.dialogs import DialogTracker
 from router.features.proxy import ProxyConfig, ProxyCore, ResponseContext, Target
 from router.observe import EventLog, Metrics
 from router.script import RequestContext

@@ -20,7 +20,10 @@ KAM = """<?xml version="1.0" encoding="utf-8"?><testsuites><testsuite name="pyte
 def test_conformance_table_lists_every_scenario_with_reasons(tmp_path: Path) -> None:
     (tmp_path / "r.xml").write_text(REF)
     (tmp_path / "k.xml").write_text(KAM)
-    results = {"reference": read_junit(tmp_path / "r.xml"), "kamailio": read_junit(tmp_path / "k.xml")}
+    results = {
+        "reference": read_junit(tmp_path / "r.xml"),
+        "kamailio": read_junit(tmp_path / "k.xml"),
+    }
     assert results["reference"]["test_attacks::test_svwar"].outcome == "FAIL"
     assert results["kamailio"]["test_registration::test_stale_nonce"].outcome == "xfail"
     text = render(results)

@@ -28,19 +28,26 @@ class RouterHarness:
     sent: list[Sent] = field(default_factory=list)
 
     @classmethod
-    def build(cls, *, algorithm: int | str = 4, nodes: int = 2, probing: float = 0.0, **timers: float) -> RouterHarness:
+    def build(
+        cls, *, algorithm: int | str = 4, nodes: int = 2, probing: float = 0.0, **timers: float
+    ) -> RouterHarness:
         cfg: dict[str, Any] = {
             "router": {"listen": [f"udp:{ROUTER[0]}:{ROUTER[1]}"]},
             "timers": {"t1": 0.5, "fr_timer": 2.0, "fr_inv_timer": 40.0, **timers},
             "dispatcher": {
                 "algorithm": algorithm,
-                "destinations": [{"uri": f"sip:{h}:{p}", "attrs": f"duid=pbx{i + 1}"} for i, (h, p) in enumerate(PBX[:nodes])],
+                "destinations": [
+                    {"uri": f"sip:{h}:{p}", "attrs": f"duid=pbx{i + 1}"}
+                    for i, (h, p) in enumerate(PBX[:nodes])
+                ],
                 "probing": {"interval": probing, "timeout": 1.0},
             },
         }
         return cls(RouterCore(router_config_from_dict(cfg)))
 
-    def feed(self, message: Request | Response | bytes, source: tuple[str, int] = UAC) -> list[Sent]:
+    def feed(
+        self, message: Request | Response | bytes, source: tuple[str, int] = UAC
+    ) -> list[Sent]:
         data = message if isinstance(message, bytes) else serialize(message)
         self.core.receive_untrusted(data, Inbound("udp", source, ROUTER), now=self.now)
         return self.collect()
@@ -63,8 +70,17 @@ class RouterHarness:
         return out
 
 
-def invite(call: str = "c1", *, to_tag: str | None = None, route: str | None = None, max_forwards: int | None = 70,
-           uri: str = "sip:600@127.0.0.10:5060", method: str = "INVITE", cseq: int = 1, branch: str | None = None) -> Request:
+def invite(
+    call: str = "c1",
+    *,
+    to_tag: str | None = None,
+    route: str | None = None,
+    max_forwards: int | None = 70,
+    uri: str = "sip:600@127.0.0.10:5060",
+    method: str = "INVITE",
+    cseq: int = 1,
+    branch: str | None = None,
+) -> Request:
     headers = [
         ("Via", f"SIP/2.0/UDP {UAC[0]}:{UAC[1]};branch={branch or new_branch()};rport"),
         ("From", "<sip:caller@127.0.0.2>;tag=from1"),
@@ -80,7 +96,9 @@ def invite(call: str = "c1", *, to_tag: str | None = None, route: str | None = N
     return Request(method, uri, Headers(headers))
 
 
-def answer(request: Request, status: int, *, to_tag: str = "uas1", record_route: bool = True) -> Response:
+def answer(
+    request: Request, status: int, *, to_tag: str = "uas1", record_route: bool = True
+) -> Response:
     """What a UAS at the far end answers to the request the router forwarded."""
     headers = [("Via", v) for v in request.headers.values("via")]
     if record_route:

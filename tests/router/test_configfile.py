@@ -47,7 +47,9 @@ def test_configfile_builds_nested_dataclasses() -> None:
         ({"name": "r", "limit": True}, "limit", "expected an integer"),
     ],
 )
-def test_configfile_error_names_file_field_reason(data: dict[str, object], field_name: str, reason: str) -> None:
+def test_configfile_error_names_file_field_reason(
+    data: dict[str, object], field_name: str, reason: str
+) -> None:
     with pytest.raises(ConfigError) as info:
         load_section(data, Root, file="router.toml")
     assert info.value.file == "router.toml"

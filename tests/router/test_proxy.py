@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from router.sip import Request, Response
-
 from tests.router.harness import PBX, UAC, RouterHarness, answer, invite
 
 

@@ -7,6 +7,7 @@ import signal
 import socket
 import sys
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 
@@ -48,7 +49,9 @@ def _config(tmp: Path, db_url: str) -> Path:
 
 
 def _start(tmp: Path, cfg: Path, name: str = "router") -> ManagedProcess:
-    proc = start_process([sys.executable, "-m", "router.cli", "router", "--config", str(cfg)], name=name, log_dir=tmp)
+    proc = start_process(
+        [sys.executable, "-m", "router.cli", "router", "--config", str(cfg)], name=name, log_dir=tmp
+    )
     try:
         wait_sip_ready(ROUTER[0], ROUTER[1], timeout=15.0, alive=proc.is_running, local_ip=UAC_IP)
     except BaseException:
@@ -68,13 +71,24 @@ def provisioned(tmp_path: Path) -> tuple[str, Path, dict[str, str]]:
     return url, csv, {u.username: u.password for u in users}
 
 
-def test_registrar_sipp_500_users_register_and_survive_kill9(tmp_path: Path, provisioned: tuple[str, Path, dict[str, str]]) -> None:
+def test_registrar_sipp_500_users_register_and_survive_kill9(
+    tmp_path: Path, provisioned: tuple[str, Path, dict[str, str]]
+) -> None:
     url, csv, _ = provisioned
     cfg = _config(tmp_path, url)
     router = _start(tmp_path, cfg)
     try:
         result = run_sipp(
-            SippRun(uac_register(), local_ip=UAC_IP, remote=ROUTER, rate=250, max_calls=500, injection=csv, timeout_s=60, name="reg"),
+            SippRun(
+                uac_register(),
+                local_ip=UAC_IP,
+                remote=ROUTER,
+                rate=250,
+                max_calls=500,
+                injection=csv,
+                timeout_s=60,
+                name="reg",
+            ),
             tmp_path / "sipp",
         )
         assert result.successful == 500, result.failed_by_reason
@@ -99,7 +113,7 @@ def test_registrar_sipp_500_users_register_and_survive_kill9(tmp_path: Path, pro
 class _Client:
     """A raw UDP SIP client (one socket) for exact wire comparisons."""
 
-    opened: list[_Client] = []
+    opened: ClassVar[list[_Client]] = []
 
     def __init__(self, ip: str) -> None:
         _Client.opened.append(self)
@@ -108,7 +122,14 @@ class _Client:
         self.sock.settimeout(3.0)
         self.addr = self.sock.getsockname()
 
-    def register(self, user: str, *, authorization: str | None = None, call_id: str | None = None, cseq: int = 1) -> Response:
+    def register(
+        self,
+        user: str,
+        *,
+        authorization: str | None = None,
+        call_id: str | None = None,
+        cseq: int = 1,
+    ) -> Response:
         headers = [
             ("Via", f"SIP/2.0/UDP {self.addr[0]}:{self.addr[1]};branch={new_branch()};rport"),
             ("Max-Forwards", "70"),
@@ -138,11 +159,26 @@ class _Client:
 
 def _shape(resp: Response) -> tuple[int, str, list[str], list[str]]:
     ch = parse_challenge(resp.headers.get("WWW-Authenticate") or "") if resp.status == 401 else None
-    keys = sorted(k for k in ("realm", "algorithm", "qop", "opaque", "stale") if ch is not None and getattr(ch, k, None))
-    return resp.status, resp.reason, [name.lower() for name, _ in resp.headers if name.lower() not in ("via", "from", "to", "call-id", "cseq", "www-authenticate")], keys
+    keys = sorted(
+        k
+        for k in ("realm", "algorithm", "qop", "opaque", "stale")
+        if ch is not None and getattr(ch, k, None)
+    )
+    return (
+        resp.status,
+        resp.reason,
+        [
+            name.lower()
+            for name, _ in resp.headers
+            if name.lower() not in ("via", "from", "to", "call-id", "cseq", "www-authenticate")
+        ],
+        keys,
+    )
 
 
-def test_registrar_sipp_no_enumeration_and_bruteforce_blocked(tmp_path: Path, provisioned: tuple[str, Path, dict[str, str]]) -> None:
+def test_registrar_sipp_no_enumeration_and_bruteforce_blocked(
+    tmp_path: Path, provisioned: tuple[str, Path, dict[str, str]]
+) -> None:
     url, _, passwords = provisioned
     router = _start(tmp_path, _config(tmp_path, url))
     try:

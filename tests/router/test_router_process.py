@@ -64,19 +64,25 @@ def test_router_process_metrics_status_and_graceful_sigterm(tmp_path: Path) -> N
             sock.sendto(_options(sock), ROUTER)
             reply = parse_untrusted(sock.recvfrom(65535)[0])
         assert getattr(reply, "status", None) == 200
-        metrics = urllib.request.urlopen(f"http://{HTTP[0]}:{HTTP[1]}/metrics", timeout=5).read().decode()
+        metrics = (
+            urllib.request.urlopen(f"http://{HTTP[0]}:{HTTP[1]}/metrics", timeout=5).read().decode()
+        )
         assert 'siplab_requests_total{method="OPTIONS"}' in metrics
         assert "siplab_drops_total{reason=" in metrics
-        assert 'siplab_dispatcher_destination_up{' in metrics
+        assert "siplab_dispatcher_destination_up{" in metrics
         assert 'siplab_active_transactions{kind="server_non_invite"}' in metrics
-        status = json.loads(urllib.request.urlopen(f"http://{HTTP[0]}:{HTTP[1]}/status", timeout=5).read())
+        status = json.loads(
+            urllib.request.urlopen(f"http://{HTTP[0]}:{HTTP[1]}/status", timeout=5).read()
+        )
         assert status["dispatcher"][0]["uri"] == "sip:127.0.0.28:5099"
         assert sum(status["drops"].values()) >= 1
         # The destination does not exist: probing marks it inactive within interval + timeout.
         deadline = time.monotonic() + 5.0
         while status["dispatcher"][0]["flags"][0] != "I" and time.monotonic() < deadline:
             time.sleep(0.1)
-            status = json.loads(urllib.request.urlopen(f"http://{HTTP[0]}:{HTTP[1]}/status", timeout=5).read())
+            status = json.loads(
+                urllib.request.urlopen(f"http://{HTTP[0]}:{HTTP[1]}/status", timeout=5).read()
+            )
         assert status["dispatcher"][0]["flags"][0] == "I"
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(10.0) == 0

@@ -29,7 +29,9 @@ UAC_IP = "127.0.0.21"
 UAS = [("127.0.0.22", 5090), ("127.0.0.23", 5090), ("127.0.0.24", 5090)]
 
 
-def _router_config(tmp: Path, *, algorithm: int, probing: float, timeout: float, fr_timer: float) -> Path:
+def _router_config(
+    tmp: Path, *, algorithm: int, probing: float, timeout: float, fr_timer: float
+) -> Path:
     dests = "".join(f'[[dispatcher.destinations]]\nuri = "sip:{h}:{p}"\n' for h, p in UAS)
     cfg = tmp / "router.toml"
     cfg.write_text(
@@ -42,7 +44,11 @@ def _router_config(tmp: Path, *, algorithm: int, probing: float, timeout: float,
 
 
 def _start_router(tmp: Path, cfg: Path):  # type: ignore[no-untyped-def]
-    proc = start_process([sys.executable, "-m", "router.cli", "router", "--config", str(cfg)], name="router", log_dir=tmp)
+    proc = start_process(
+        [sys.executable, "-m", "router.cli", "router", "--config", str(cfg)],
+        name="router",
+        log_dir=tmp,
+    )
     try:
         wait_sip_ready(ROUTER[0], ROUTER[1], timeout=15.0, alive=proc.is_running, local_ip=UAC_IP)
     except BaseException:
@@ -59,16 +65,30 @@ def _invites_per_node(events: list[dict[str, object]]) -> Counter[str]:
     return Counter(
         str(e["peer"])
         for e in events
-        if e.get("event") == "sip" and e.get("dir") == "out" and e.get("method") == "INVITE" and e.get("status") is None
+        if e.get("event") == "sip"
+        and e.get("dir") == "out"
+        and e.get("method") == "INVITE"
+        and e.get("status") is None
     )
 
 
 @pytest.mark.parametrize(("algorithm", "even"), [(4, True), (0, False)])
 def test_router_sipp_calls_spread_over_nodes(tmp_path: Path, algorithm: int, even: bool) -> None:
     uas = [start_sipp_uas(h, p, tmp_path / "uas", name=f"uas{i}") for i, (h, p) in enumerate(UAS)]
-    router = _start_router(tmp_path, _router_config(tmp_path, algorithm=algorithm, probing=1.0, timeout=0.5, fr_timer=2.0))
+    router = _start_router(
+        tmp_path,
+        _router_config(tmp_path, algorithm=algorithm, probing=1.0, timeout=0.5, fr_timer=2.0),
+    )
     try:
-        run = SippRun(uac_call(), local_ip=UAC_IP, remote=ROUTER, rate=150, max_calls=300, timeout_s=30, name="uac")
+        run = SippRun(
+            uac_call(),
+            local_ip=UAC_IP,
+            remote=ROUTER,
+            rate=150,
+            max_calls=300,
+            timeout_s=30,
+            name="uac",
+        )
         handle = start_sipp(run, tmp_path / "uac")
         result = handle.wait()
     finally:
@@ -90,10 +110,21 @@ def test_router_sipp_calls_spread_over_nodes(tmp_path: Path, algorithm: int, eve
 def test_router_sipp_node_killed_mid_run_fails_over(tmp_path: Path) -> None:
     probing, timeout = 0.5, 0.5
     uas = [start_sipp_uas(h, p, tmp_path / "uas", name=f"uas{i}") for i, (h, p) in enumerate(UAS)]
-    router = _start_router(tmp_path, _router_config(tmp_path, algorithm=4, probing=probing, timeout=timeout, fr_timer=2.0))
+    router = _start_router(
+        tmp_path,
+        _router_config(tmp_path, algorithm=4, probing=probing, timeout=timeout, fr_timer=2.0),
+    )
     victim = uas[2]
     try:
-        run = SippRun(uac_call(), local_ip=UAC_IP, remote=ROUTER, rate=100, max_calls=600, timeout_s=40, name="uac")
+        run = SippRun(
+            uac_call(),
+            local_ip=UAC_IP,
+            remote=ROUTER,
+            rate=100,
+            max_calls=600,
+            timeout_s=40,
+            name="uac",
+        )
         handle = start_sipp(run, tmp_path / "uac")
         time.sleep(2.0)
         killed_at = time.time()
@@ -106,7 +137,11 @@ def test_router_sipp_node_killed_mid_run_fails_over(tmp_path: Path) -> None:
     events = _events(tmp_path / "events.jsonl")
     dead = f"{UAS[2][0]}:{UAS[2][1]}"
     downs = [
-        e for e in events if e.get("event") == "dispatcher_state" and e.get("went_down") and str(e.get("uri", "")).endswith(dead)
+        e
+        for e in events
+        if e.get("event") == "dispatcher_state"
+        and e.get("went_down")
+        and str(e.get("uri", "")).endswith(dead)
     ]
     assert downs, "the router never marked the killed node down"
     detected = float(downs[0]["t"])  # type: ignore[arg-type]
