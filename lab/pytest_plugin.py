@@ -233,12 +233,16 @@ class Lab:
     # configuration the topology does not carry
 
     def config_path(self, name: str) -> Path:
-        """The TOML file node ``name`` was started with (``--config``).
+        """The TOML file node ``name`` was started with (``--config``); for a Kamailio router
+        the router TOML its cfg is rendered from (``<run>/router.toml``).
 
         Raises:
-            LabError: the node has no config file (external, SIPp, Kamailio).
+            LabError: the node has no config file (external, SIPp).
         """
-        argv = list(self.node(name).argv)
+        node = self.node(name)
+        if node.role == "router" and node.kind == "kamailio":
+            return self.run_dir / "router.toml"
+        argv = list(node.argv)
         if "--config" in argv[:-1]:
             return Path(argv[argv.index("--config") + 1])
         raise LabError(f"{name}: not started from a TOML config; cannot reconfigure it")
@@ -251,11 +255,18 @@ class Lab:
         """Merge ``changes`` into node ``name``'s TOML (tables merged key by key, anything
         else replaced) and restart the node so it reads them.
 
-        ``lab.reconfigure("router", {"registrar": {"nonce_lifetime": 1.0}})``.
+        ``lab.reconfigure("router", {"registrar": {"nonce_lifetime": 1.0}})``. A Kamailio
+        router's cfg is rendered again from the merged router TOML (same mapping as at ``up``).
+
+        Raises:
+            LabError: a setting Kamailio cannot express, or the rendered cfg does not parse.
         """
         path = self.config_path(name)
         merged = deep_merge(self.read_config(name), changes)
         path.write_text(dump_toml(merged), encoding="utf-8")
+        node = self.node(name)
+        if node.role == "router" and node.kind == "kamailio":
+            _render_kamailio(merged, self.run_dir)
         if restart:
             self.restart(name)
 
@@ -292,12 +303,43 @@ class Lab:
 
     # observation
 
+    @property
+    def router_kind(self) -> str:
+        """``reference`` or ``kamailio``: the router in the router's seat."""
+        return self.topology.router.kind
+
     def router_status(self) -> dict[str, Any]:
-        """The router's ``/status`` JSON."""
+        """The router's ``/status`` JSON; for Kamailio the same shape for the parts scenarios
+        read, built from its JSON-RPC (:func:`kamailio_status`): ``dispatcher`` (uri, flags
+        ``AP``/``IP``..., set, priority, attrs), ``transactions``, ``drops``,
+        ``registrar.bindings``/``aors``. Kamailio has no counter for what it cannot report
+        (e.g. transaction timeouts): those keys are None."""
+        if self.router_kind == "kamailio":
+            return kamailio_status(self.router_rpc)
         with urllib.request.urlopen(f"http://{self.router.http}/status", timeout=2.0) as resp:
             data = json.loads(resp.read().decode())
         assert isinstance(data, dict)
         return data
+
+    def router_rpc(self, method: str, *params: Any) -> Any:
+        """One Kamailio RPC command over JSON-RPC (``POST http://<router.http>/RPC``).
+
+        Raises:
+            LabError: the router is not Kamailio, or the command failed.
+        """
+        if self.router_kind != "kamailio":
+            raise LabError(f"router_rpc: the router is {self.router_kind!r}, not Kamailio")
+        body = json.dumps({"jsonrpc": "2.0", "method": method, "params": list(params), "id": 1})
+        request = urllib.request.Request(
+            f"http://{self.router.http}/RPC",
+            data=body.encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=2.0) as resp:
+            answer = json.loads(resp.read().decode())
+        if "error" in answer:
+            raise LabError(f"kamailio rpc {method}: {answer['error']}")
+        return answer.get("result")
 
     def dispatcher_flags(self) -> dict[str, str]:
         """Destination URI -> Kamailio state letters (``AP`` active, ``IP`` inactive ...)."""
@@ -346,6 +388,73 @@ class Lab:
 
 
 _UA_SEQ = itertools.count(1)
+
+
+def _render_kamailio(router_toml: dict[str, Any], run_dir: Path) -> None:
+    """Render ``<run>/kamailio/kamailio.cfg`` again from a router TOML (the argv is unchanged)."""
+    from lab.routers.kamailio import KamailioError
+    from lab.routers.kamailio.router import router_command, router_params_from_dict
+    from router.configfile import ConfigError
+
+    try:
+        params = router_params_from_dict(router_toml, source="router.toml")
+        router_command(params, run_dir / "kamailio")
+    except (KamailioError, ConfigError, ValueError) as exc:
+        raise LabError(f"router (kamailio): {exc}") from exc
+
+
+def kamailio_status(rpc: Callable[..., Any]) -> dict[str, Any]:
+    """Kamailio's state in the reference router's ``/status`` shape (the parts scenarios use),
+    from ``dispatcher.list`` and ``stats.get_statistics all`` through ``rpc(method, *params)``.
+    """
+    dispatcher: list[dict[str, Any]] = []
+    listing = rpc("dispatcher.list") or {}
+    for record in listing.get("RECORDS", []):
+        group = record.get("SET", {})
+        for target in group.get("TARGETS", []):
+            dest = target.get("DEST", {})
+            attrs = dest.get("ATTRS", {})
+            dispatcher.append(
+                {
+                    "set": group.get("ID"),
+                    "uri": dest.get("URI"),
+                    "flags": dest.get("FLAGS", "?"),
+                    "priority": dest.get("PRIORITY", 0),
+                    "attrs": attrs.get("BODY", "") if isinstance(attrs, dict) else "",
+                    "latency": dest.get("LATENCY"),
+                }
+            )
+    stats: dict[str, int] = {}
+    for line in rpc("stats.get_statistics", "all") or []:
+        key, _, value = str(line).partition(" = ")
+        if value.strip().lstrip("-").isdigit():
+            stats[key.strip()] = int(value)
+    return {
+        "node": "router",
+        "kind": "kamailio",
+        "time": time.time(),
+        "dispatcher": dispatcher,
+        "transactions": {
+            "server": stats.get("tmx:UAS_transactions"),
+            "client": stats.get("tmx:UAC_transactions"),
+            "active": stats.get("tmx:active_transactions"),
+            "timeouts": None,  # tm counts no transaction timeouts
+        },
+        # Requests Kamailio refused to route: unparsable headers / URIs, dropped or erroring.
+        "drops": {
+            "bad_msg_hdr": stats.get("core:bad_msg_hdr", 0),
+            "bad_uri": stats.get("core:bad_URIs_rcvd", 0),
+            "drop_requests": stats.get("core:drop_requests", 0),
+            "err_requests": stats.get("core:err_requests", 0),
+        },
+        "registrar": {
+            "bindings": stats.get("usrloc:location_contacts", 0),
+            "aors": stats.get("usrloc:location_users", 0),
+            "accepted": stats.get("registrar:accepted_regs", 0),
+            "rejected": stats.get("registrar:rejected_regs", 0),
+        },
+        "stats": stats,
+    }
 
 
 def deep_merge(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
@@ -505,7 +614,61 @@ class Faults:
         ]
 
 
+# -- where Kamailio differs ------------------------------------------------------------------
+
+
+def _router_option(config: pytest.Config) -> str:
+    return str(config.getoption("--router"))
+
+
+def kamailio_differs(request: pytest.FixtureRequest, name: str, *, run: bool = True) -> None:
+    """Under ``--router kamailio``, expect this test to fail because Kamailio differs by design
+    (``lab.routers.kamailio.differences`` entry ``name``): a strict xfail whose reason is the
+    entry's text (``run=False``: not even run, e.g. a TCP scenario). No effect otherwise.
+
+    The marker form ``@pytest.mark.kamailio_differs("name")`` does the same at collection.
+
+    Raises:
+        KeyError: ``name`` is not a known difference.
+    """
+    from lab.routers.kamailio.differences import difference
+
+    reason = difference(name)
+    if _router_option(request.config) == "kamailio":
+        request.applymarker(pytest.mark.xfail(strict=True, run=run, reason=reason))
+
+
+def kamailio_cannot_observe(lab: Lab, name: str) -> None:
+    """Skip (with the difference's reason) a check the lab cannot make against Kamailio, e.g.
+    one that reads the router's own event log (``router_events``). No effect otherwise."""
+    from lab.routers.kamailio.differences import difference
+
+    reason = difference(name)
+    if lab.router_kind == "kamailio":
+        pytest.skip(reason)
+
+
 # -- hooks and fixtures ---------------------------------------------------------------------
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "kamailio_differs(name, run=True): strict xfail under --router kamailio, with the reason "
+        "of lab.routers.kamailio.differences entry `name`",
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    from lab.routers.kamailio.differences import difference
+
+    kamailio = _router_option(config) == "kamailio"
+    for item in items:
+        for mark in item.iter_markers("kamailio_differs"):
+            reason = difference(str(mark.args[0]))  # unknown names fail under both routers
+            if kamailio:
+                run = bool(mark.kwargs.get("run", True))
+                item.add_marker(pytest.mark.xfail(strict=True, run=run, reason=reason))
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

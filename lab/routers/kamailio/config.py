@@ -128,6 +128,10 @@ class KamailioParams:
     """Enabled cfg blocks."""
     extra_defines: tuple[tuple[str, str | None], ...] = ()
     """Further ``#!define NAME [value]`` lines for later roles."""
+    http: str | None = None
+    """``IP:PORT`` of a JSON-RPC-over-HTTP endpoint (xhttp + jsonrpcs, ``POST /RPC``) for
+    state (``dispatcher.list``, ``stats.get_statistics``); the reference router's ``/status``
+    address. None = no HTTP listener (and TCP stays disabled)."""
 
     def __post_init__(self) -> None:
         require_loopback(self.listen_ip)
@@ -155,6 +159,11 @@ class KamailioParams:
                 db_module(url)
         if self.t1_ms is not None and not 0 < self.t1_ms <= self.t2_ms:
             raise ValueError("0 < t1_ms <= t2_ms is required")
+        if self.http is not None:
+            host, _, port = self.http.rpartition(":")
+            require_loopback(host)
+            if not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError(f"http must be IP:PORT, got {self.http!r}")
         for name, _ in self.extra_defines:
             if not re.fullmatch(r"[A-Z][A-Z0-9_]*", name):
                 raise ValueError(f"bad define name {name!r}")
@@ -248,6 +257,9 @@ def render_config(params: KamailioParams, list_file: Path | None = None) -> str:
             defines.append(("DS_MARK_FAILED", None))
         if params.ds_ping_reply_codes:
             defines.append(("DS_PING_REPLY_CODES", _quote(params.ds_ping_reply_codes)))
+    if params.http is not None:
+        # xhttp rides on Kamailio's TCP stack: one TCP listener, for HTTP only (SIP stays UDP).
+        defines += [("WITH_HTTP", None), ("HTTP_LISTEN", f"tcp:{params.http}")]
     defines += list(params.extra_defines)
     head = "#!KAMAILIO\n# rendered by lab.routers.kamailio.config from KamailioParams\n"
     head += "".join(

@@ -120,6 +120,23 @@ _TABLE: dict[str, str] = {
         "The reference answers 482 when its own Via with the same loop hash comes back "
         "(RFC 3261 §16.3 step 4); the lab cfg relies on Max-Forwards (483 after 10 hops)."
     ),
+    "malformed_leniency": (
+        "Kamailio parses lazily (only the headers a route touches) and counts only some parse "
+        "errors (core:bad_msg_hdr, bad_URIs_rcvd, drop/err_requests): many RFC 4475 invalid "
+        "messages are routed or answered differently, or dropped without a counter; the "
+        "reference parses every message fully and counts each drop. The ones Kamailio does "
+        "reject like the reference run unmarked."
+    ),
+    "metrics": (
+        "Kamailio exposes no Prometheus /metrics with siplab_* names (its counters are read "
+        "through JSON-RPC stats.get_statistics, Lab.router_status); checks on the reference's "
+        "metrics cannot be made."
+    ),
+    "router_events": (
+        "Kamailio writes no siplab events log (router.jsonl: every message in and out with its "
+        "answer); a check that reads what the router itself received or answered cannot be "
+        "made. Checks on the PBX/phone side and SIPp results still run."
+    ),
     "transport": (
         "The rendered cfg listens on UDP only (disable_tcp=yes); the reference may also listen "
         "on TCP. Scenarios over TCP run against the reference only."

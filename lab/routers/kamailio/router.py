@@ -9,7 +9,8 @@ table: realm, nonces, trusted sources, failure blocking, expiry limits, forwardi
 ================================  ==============================================================
 reference setting                 Kamailio 5.6
 ================================  ==============================================================
-router.listen (first udp)         ``listen=udp:IP:PORT`` (TCP is off in the lab cfg)
+router.listen (first udp)         ``listen=udp:IP:PORT`` (SIP over TCP is off in the lab cfg)
+router.http                       ``listen=tcp:IP:PORT`` with xhttp + jsonrpcs (``POST /RPC``)
 timers.t1 / t2                    tm ``retr_timer1`` / ``retr_timer2`` (ms)
 timers.fr_timer / fr_inv_timer    tm ``fr_timer`` / ``fr_inv_timer`` (ms)
 timers.t4                         not mapped (tm has no T4; ``wt_timer`` stays 5 s)
@@ -178,6 +179,8 @@ class KamailioRouterParams:
     pkg_mb: int = 16
     debug: int = 1
     extra_defines: tuple[tuple[str, str | None], ...] = field(default=())
+    http: str | None = None
+    """``IP:PORT`` for JSON-RPC over HTTP (``POST /RPC``): the reference's ``router.http``."""
 
     def __post_init__(self) -> None:
         if self.forward not in ("all", "hash", "none"):
@@ -248,6 +251,7 @@ class KamailioRouterParams:
             debug=self.debug,
             roles=frozenset(roles),
             extra_defines=defines + self.extra_defines,
+            http=self.http,
         )
 
     def _registrar_defines(self, db: str) -> tuple[tuple[str, str | None], ...]:
@@ -395,6 +399,7 @@ def router_params(
         path=settings.path,
         purge_interval_s=_seconds(settings.purge_interval),
         children=workers_for(settings.db if registrar else ds.db),
+        http=config.router.http,
     )
     return replace(params, **overrides) if overrides else params
 
