@@ -657,6 +657,11 @@ def pytest_configure(config: pytest.Config) -> None:
         "kamailio_differs(name, run=True): strict xfail under --router kamailio, with the reason "
         "of lab.routers.kamailio.differences entry `name`",
     )
+    config.addinivalue_line(
+        "markers",
+        "kamailio_cannot_observe(name): skipped under --router kamailio with the reason of "
+        "differences entry `name` (a check the lab cannot make against Kamailio)",
+    )
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -669,6 +674,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             if kamailio:
                 run = bool(mark.kwargs.get("run", True))
                 item.add_marker(pytest.mark.xfail(strict=True, run=run, reason=reason))
+        for mark in item.iter_markers("kamailio_cannot_observe"):
+            reason = difference(str(mark.args[0]))
+            if kamailio:
+                item.add_marker(pytest.mark.skip(reason=reason))
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

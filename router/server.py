@@ -21,7 +21,7 @@ from router.app import RouterCore
 from router.config import RouterConfig, load_router_config
 from router.configfile import ConfigError
 from router.observe import EventLog
-from router.transport.driver import SipDriver
+from router.transport.driver import ROUTER_GC_THRESHOLD, SipDriver, tune_gc_for_serving
 from router.transport.http import json_route, serve_http
 
 
@@ -46,6 +46,7 @@ async def serve_router(
     core = RouterCore(config, events=events, now=trio.current_time())
     driver = SipDriver(core, udp=config.listen_by_proto("udp"), tcp=config.listen_by_proto("tcp"))
     core.attach_transport(driver.statistics)
+    tune_gc_for_serving(ROUTER_GC_THRESHOLD)
     try:
         with trio.CancelScope() as scope:
             async with trio.open_nursery() as nursery:

@@ -153,7 +153,9 @@ def test_call_storm_ramp_and_report(
     assert report.name == "report.html"
     assert report.is_file()
     summary = json.loads((folder / "summary.json").read_text())
-    assert summary["source"] == "events"
+    # Kamailio writes no router events (differences "router_events"): the report is built from
+    # the generator's (SIPp's) own records instead.
+    assert summary["source"] == ("events" if lab.router_kind == "reference" else "generator")
     assert len(summary["steps"]) == len(steps)
     for row, s in zip(summary["steps"], steps, strict=True):
         assert row["offered"] == s.result.offered

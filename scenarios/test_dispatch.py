@@ -76,6 +76,7 @@ def set_order(lab: Lab) -> list[str]:
     return [by_uri[d["uri"]] for d in lab.router_status()["dispatcher"]]
 
 
+@pytest.mark.kamailio  # CI subset under --router kamailio
 async def test_round_robin_spreads_evenly(lab: Lab, measurements: dict[str, Any]) -> None:
     """Algorithm 4, 60 calls.
 
@@ -145,6 +146,7 @@ async def test_weight_follows_the_attrs(lab: Lab, measurements: dict[str, Any]) 
     assert counts == weights
 
 
+@pytest.mark.kamailio  # CI subset under --router kamailio
 @pytest.mark.parametrize("how", ["pause", "kill"])
 async def test_only_healthy_nodes_get_calls(
     lab: Lab, how: str, measurements: dict[str, Any]

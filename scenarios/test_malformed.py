@@ -21,9 +21,9 @@ from __future__ import annotations
 import random
 import re
 import time
-from typing import Any
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio

@@ -168,6 +168,7 @@ async def check(
     assert measurements["invites_while_inactive"] == 0
 
 
+@pytest.mark.kamailio  # CI subset under --router kamailio
 async def test_node_killed_mid_storm(lab: Lab, measurements: dict[str, Any]) -> None:
     """pbx3 is SIGKILLed 1.5 s into a 5 s storm and restarted 1 s after it is detected.
 

@@ -55,6 +55,7 @@ def location_rows(lab: Lab, user: str) -> int:
         return int(db.query("SELECT COUNT(*) FROM location WHERE username = ?", (user,))[0][0])
 
 
+@pytest.mark.kamailio  # CI subset under --router kamailio
 async def test_digest_registration_succeeds(lab: Lab) -> None:
     """A phone registers user 110 with its password.
 
@@ -74,6 +75,7 @@ async def test_digest_registration_succeeds(lab: Lab) -> None:
     assert bindings_in_db(lab, "110") == [contact]
 
 
+@pytest.mark.kamailio  # CI subset under --router kamailio
 async def test_wrong_password_and_unknown_user_get_identical_answers(lab: Lab) -> None:
     """User 111 with a wrong password, and user 9999 (not provisioned), both register.
 

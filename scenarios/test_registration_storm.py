@@ -42,6 +42,9 @@ def router_rrd(lab: Lab, since: float) -> dict[str, Any]:
     """RRD percentiles (ms) of the registrations the router answered since ``since``."""
     from reports.metrics import load_events, registrations
 
+    if lab.router_kind == "kamailio":
+        # differences "router_events": only SIPp's RRD (result.p95_ms) is measured.
+        return {"count": None, "unavailable": "router_events"}
     events = load_events(lab.router.events)
     events = events[events["t"] >= since]
     regs = registrations(events, node="router", requests_dir="in")
@@ -100,7 +103,8 @@ async def test_500_users_register_at_once(lab: Lab, measurements: dict[str, Any]
     result = await storm(lab, "register-storm", measurements)
     assert (result.successful, result.failed) == (USERS, 0), result.errors
     assert bindings(lab) == (USERS, USERS)
-    assert measurements["register-storm"]["router_rrd_ms"]["count"] == USERS
+    if lab.router_kind == "reference":
+        assert measurements["register-storm"]["router_rrd_ms"]["count"] == USERS
     assert result.p95_ms is not None
     assert result.p95_ms <= P95_BOUND_MS
 

@@ -221,6 +221,8 @@ def start_sipp(run: SippRun, workdir: Path, *, binary: str | None = None) -> Sip
     exe = binary or sipp_binary()
     if exe is None:
         raise SippError("SIPp is not installed (Debian package sip-tester)")
+    # SIPp runs with the work folder as its cwd but is given paths in it: they must be absolute.
+    workdir = workdir.resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     path = run.scenario.write(workdir)
     if path.stem != run.stem:

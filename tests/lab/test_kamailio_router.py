@@ -13,7 +13,7 @@ import secrets
 import socket
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -665,3 +665,37 @@ def test_hash_forwarding_sends_each_user_to_one_node(lab: Lab, tmp_path: Path) -
     for user in users:
         to = f"\nTo: <sip:{user.username}@"
         assert sum(_trace_count(p, "REGISTER sip:", to) for p in lab.pbx) == 1
+
+
+def test_http_endpoint_renders_xhttp_jsonrpc_on_its_own_tcp_listener(tmp_path: Path) -> None:
+    params = KamailioRouterParams(
+        listen_ip="127.0.0.80", db_url=f"sqlite:///{tmp_path}/rt.db", http="127.0.0.80:8080"
+    )
+    text = render_router_config(params)
+    assert "#!define HTTP_LISTEN tcp:127.0.0.80:8080" in text
+    assert "#!define WITH_HTTP" in text
+    without = render_router_config(replace(params, http=None))
+    assert "WITH_HTTP" not in without.split("\n\n", 1)[0]
+
+
+def test_kamailio_status_has_the_reference_shape() -> None:
+    from lab.pytest_plugin import kamailio_status
+
+    answers = {
+        "dispatcher.list": {
+            "RECORDS": [
+                {"SET": {"ID": 1, "TARGETS": [
+                    {"DEST": {"URI": "sip:127.0.0.83:5060", "FLAGS": "IP", "PRIORITY": 0,
+                              "ATTRS": {"BODY": "duid=pbx1"}}},
+                ]}}
+            ]
+        },
+        "stats.get_statistics": ["usrloc:location_contacts = 7", "core:bad_msg_hdr = 2"],
+    }  # fmt: skip
+    status = kamailio_status(lambda method, *params: answers[method])
+    assert status["dispatcher"] == [
+        {"set": 1, "uri": "sip:127.0.0.83:5060", "flags": "IP", "priority": 0,
+         "attrs": "duid=pbx1", "latency": None}
+    ]  # fmt: skip
+    assert status["registrar"]["bindings"] == 7
+    assert sum(status["drops"].values()) == 2
