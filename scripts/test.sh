@@ -1,7 +1,14 @@
 #!/usr/bin/env bash
-# Set up the machine if needed, then run the default test suite (unit, in-process, SIPp and
-# Kamailio integration, scenarios). Extra arguments go to pytest.
+# Set up the machine if needed, then run the test suite: unit and in-process tests, SIPp and
+# Kamailio integration, docker-marked tests, the scenario suites against the reference router,
+# and the Kamailio-marked scenarios with Kamailio in the router's seat.
+# With arguments, runs just `pytest ARGS` (e.g. `bash scripts/test.sh tests/sip -q`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-exec "${PYTHON:-python3}" -m pytest "$@"
+PY=${PYTHON:-python3}
+if [ $# -gt 0 ]; then
+  exec "$PY" -m pytest "$@"
+fi
+"$PY" -m pytest
+"$PY" -m pytest scenarios -m kamailio --router kamailio
