@@ -318,6 +318,12 @@ class ProxyCore:
     def on_server_terminated(self, tx: object) -> None:
         ctx = self.contexts.pop(id(tx), None)
         if ctx is not None:
+            # The failure handler is a bound method of the policy's RequestContext, which
+            # points back at this context: break the cycle so reference counting frees the
+            # call at once (left to the cyclic GC, a 32 s-old call is only found by a full
+            # collection: 2.5 s pauses with 500k objects under load).
+            ctx.on_failure = None
+            ctx.attrs.clear()
             for b in ctx.branches:
                 if b.tx is not None and not b.done:
                     b.cancel_wanted = True
