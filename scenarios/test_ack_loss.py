@@ -11,13 +11,11 @@ Asterisk 22 (pjsip) was measured doing exactly that with T1 = 500 ms, T2 = 4 s: 
 scenarios scale that measured schedule by the lab's ``time_scale``; the ``slow`` one runs it in
 real time.
 
-Where the ACK is dropped. The lab's fault relays do not rewrite Record-Route or Contact, so an
-ACK for a 2xx, which follows the route set to the router and then the PBX's Contact, goes
-*around* both the ``ua-router`` and the ``router-pbxN`` relays. The scenarios therefore drop
-ACKs at the caller: the trio UA never puts them on the wire (``drop_acks``) or drops a seeded
-30 % of them (``on_send``); every drop is an event of the UA (``event: "drop"``). The
-router-to-PBX variant asks the relay and is expected to fail until the lab advertises relay
-addresses in Contact/Record-Route (see its xfail reason).
+Where the ACK is dropped. An ACK for a 2xx follows the route set to the router and then the
+PBX's Contact. A node behind a ``router-pbxN`` relay advertises the relay in its Contact (the
+emulator's ``external_signaling_address``, set by the lab), so that relay sees the ACK and can
+drop it. The caller's side drops ACKs at the trio UA (``drop_acks``, or a seeded 30 % through
+``on_send``); every drop is an event (``event: "drop"``).
 """
 
 from __future__ import annotations
@@ -297,12 +295,6 @@ async def test_ack_loss_30_percent_of_acks_dropped_every_call_completes(lab: Lab
             assert call.retransmissions >= 1, f"{call.call_id}: caller saw no retransmission"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the fault relays rewrite neither Contact nor Record-Route, so the router sends the "
-    "ACK for a 2xx to the PBX's Contact (127.0.0.11), around the router-pbx1 relay; needs the "
-    "lab to advertise the relay address for relayed nodes (Asterisk external_signaling_address)",
-)
 async def test_ack_loss_between_router_and_pbx_only(lab: Lab, faults: Faults) -> None:
     """Topology: the default lab with its fault relay on router-pbx1.
 

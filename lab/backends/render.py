@@ -277,9 +277,16 @@ def pbx_config(topology: Topology, p: Plan, node: PlannedNode) -> dict[str, Any]
     """One emulator node's TOML table (``lab/pbx/config.py`` format)."""
     scale = topology.timers.time_scale
     t1 = topology.timers.t1 * scale
-    routers = [p.router.host] + [r.host for r in p.relays if r.link == f"router-{node.name}"]
+    relays = [r for r in p.relays if r.link == f"router-{node.name}"]
+    routers = [p.router.host] + [r.host for r in relays]
     spec = next(s for s in topology.pbx_nodes() if s.name == node.name)
+    extra: dict[str, Any] = {}
+    if relays:
+        # The router reaches this node through the relay: advertise the relay in Contact so
+        # in-dialog requests (ACK for a 2xx, BYE) cross it too.
+        extra["external_signaling_address"] = f"{relays[0].host}:{relays[0].port}"
     return {
+        **extra,
         "name": node.name,
         "db": p.db_url,
         "listen": node.host,

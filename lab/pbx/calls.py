@@ -124,6 +124,9 @@ class CallManager:
         ).encode()
 
     def _contact(self) -> str:
+        external = self.core.config.external_signaling_address
+        if external:
+            return f"<sip:asterisk@{external}>"
         host, port = self.core.local
         return f"<sip:asterisk@{host}:{port}>"
 

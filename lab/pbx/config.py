@@ -104,6 +104,10 @@ class PbxConfig:
     default_realm: str = "asterisk"
     user_agent: str = f"Asterisk PBX {ASTERISK_VERSION}"
     seed: int | None = None
+    external_signaling_address: str = ""
+    """``IP:PORT`` put in Contact instead of the listen address (Asterisk's transport option
+    of that name): the lab sets it to the fault relay in front of the node, so in-dialog
+    requests (the ACK for a 2xx, BYE) also cross the relay."""
     """Seed for the node's random choices (queue strategy ``random``, tags are always random)."""
 
     def __post_init__(self) -> None:
