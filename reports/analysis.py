@@ -217,6 +217,11 @@ def analyse(data: RunData, *, compare: dict[str, Any] | None = None) -> Analysis
         # setup (a lost ACK, a BYE answered 404), which the router's INVITE view cannot see
         table["generator_successful"] = [s.result.successful for s in data.search.steps]
         table["generator_failed"] = [s.result.failed for s in data.search.steps]
+    elif source == "generator":
+        # the figures are the generator's own: its counts are the table's counts
+        table["generator_successful"] = table["successful"]
+        if "failed" in table:
+            table["generator_failed"] = table["failed"]
     warnings = _warnings(data, steps)
     if "generator_successful" in table:
         for row in table.itertuples():
@@ -344,9 +349,13 @@ def _summary(
             for r in table.to_dict("records")
         ],
         "totals": {
-            "attempted": len(attempts),
-            "successful": int((attempts["outcome"] == "success").sum()),
-            "success_ratio": _num(metrics.success_ratio(attempts), 6),
+            "attempted": len(attempts) if source == "events" else int(table["attempted"].sum()),
+            "successful": int((attempts["outcome"] == "success").sum())
+            if source == "events"
+            else int(table["successful"].sum()),
+            "success_ratio": _num(metrics.success_ratio(attempts), 6)
+            if source == "events"
+            else _num(table["successful"].sum() / max(1, table["attempted"].sum()), 6),
             "failures_by_cause": {
                 str(c): int(n) for c, n in failures.groupby("cause")["count"].sum().items()
             },
