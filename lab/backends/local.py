@@ -239,17 +239,6 @@ def _log_tail(log: Path | None, lines: int = 15) -> str:
 # -- command lines --------------------------------------------------------------------------
 
 
-def _cli_has(command: str) -> bool:
-    from router.cli import build_parser
-
-    parser = build_parser()
-    for action in parser._subparsers._group_actions if parser._subparsers else ():
-        choices = getattr(action, "choices", None) or {}
-        if command in choices:
-            return True
-    return False
-
-
 def node_argv(
     node: PlannedNode, run_dir: Path, topology: Topology | None = None, p: Plan | None = None
 ) -> list[str]:
@@ -264,10 +253,7 @@ def node_argv(
     if node.role == "proxy":
         return [py, "-m", "lab.faults", "--config", str(node.config)]
     if node.kind == "emulator":
-        if _cli_has("pbx"):
-            return [py, "-m", "router.cli", "pbx", "--config", str(node.config)]
-        # XXX adapter until `siplab pbx` is registered in router/cli.py: same serve_pbx.
-        return [py, "-m", "lab.backends.pbx_adapter", "--config", str(node.config)]
+        return [py, "-m", "router.cli", "pbx", "--config", str(node.config)]
     if node.kind == "sipp":
         from lab.engines import SippRun, sipp_binary, uas_answer
 
