@@ -34,7 +34,15 @@ from pathlib import Path
 
 from lab.backends import LabError, NodeState
 from lab.backends.postgres import LabPostgres, PostgresError, lab_postgres
-from lab.backends.render import Plan, PlannedNode, kamailio_argv, plan, provision, write_configs
+from lab.backends.render import (
+    Plan,
+    PlannedNode,
+    kamailio_argv,
+    plan,
+    provision,
+    record_lab,
+    write_configs,
+)
 from lab.labfile import LabFile, NodeRecord, write_labfile
 from lab.topology import Topology
 from router.sip import (
@@ -479,17 +487,7 @@ class LocalBackend:
             for record in reversed(started):
                 self._stop_pid(record, 1.0)
             raise
-        lab = LabFile(
-            run_dir=str(run_dir),
-            backend=self.name,
-            db=p.db_url,
-            users_csv=str(p.users_csv),
-            events=str(run_dir / "events.jsonl"),
-            nodes=nodes,
-            topology=str(run_dir / "topology.toml"),
-        )
-        write_labfile(lab)
-        return lab
+        return record_lab(self.name, run_dir, p, nodes)
 
     def down(self, lab: LabFile) -> LabFile:
         from lab.evidence import merge_events

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lab.labfile import LabFile, NodeRecord, write_labfile
 from lab.topology import HTTP_PORT, SIP_PORT, Topology, dump_toml
 from router.realtime import DispatcherRow, connect, write_sipp_csv
 
@@ -323,3 +324,18 @@ def write_configs(topology: Topology, p: Plan) -> None:
     for relay in p.relays:
         assert relay.config is not None
         relay.config.write_text(dump_toml(relay_config(relay)), encoding="utf-8")
+
+
+def record_lab(backend: str, run_dir: Path, p: Plan, nodes: list[NodeRecord]) -> LabFile:
+    """Write ``lab.json`` for a lab that is up (every backend describes a run the same way)."""
+    lab = LabFile(
+        run_dir=str(run_dir),
+        backend=backend,
+        db=p.db_url,
+        users_csv=str(p.users_csv),
+        events=str(run_dir / "events.jsonl"),
+        nodes=nodes,
+        topology=str(run_dir / "topology.toml"),
+    )
+    write_labfile(lab)
+    return lab

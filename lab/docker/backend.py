@@ -36,7 +36,7 @@ from typing import Any
 
 from lab.backends import LabError, NodeState
 from lab.backends.local import options_ping
-from lab.backends.render import Plan, PlannedNode, plan, provision, write_configs
+from lab.backends.render import Plan, PlannedNode, plan, provision, record_lab, write_configs
 from lab.docker.compose import LABEL_LAB, LABEL_NODE, LABEL_RUN_DIR, ServiceSpec, write_compose
 from lab.docker.images import (
     ASTERISK_IMAGE,
@@ -415,17 +415,7 @@ class DockerBackend:
                 self._save_log(container, run_dir / "logs" / f"{container.labels[LABEL_NODE]}.log")
                 self._remove(container)
             raise
-        lab = LabFile(
-            run_dir=str(run_dir),
-            backend=self.name,
-            db=p.db_url,
-            users_csv=str(p.users_csv),
-            events=str(run_dir / "events.jsonl"),
-            nodes=nodes,
-            topology=str(run_dir / "topology.toml"),
-        )
-        write_labfile(lab)
-        return lab
+        return record_lab(self.name, run_dir, p, nodes)
 
     def _remove(self, container: Any) -> None:
         import docker.errors
