@@ -50,7 +50,8 @@ async def serve_router(
     try:
         with trio.CancelScope() as scope:
             async with trio.open_nursery() as nursery:
-                await nursery.start(driver.serve)
+                # HTTP first: whoever sees the router answer SIP (the lab's readiness probe)
+                # may ask /status at once.
                 http = None
                 if config.router.http:
                     host, _, port = config.router.http.rpartition(":")
@@ -66,6 +67,7 @@ async def serve_router(
                             "/status": json_route(core.status),
                         },
                     )
+                await nursery.start(driver.serve)
                 # Kick the timer loop so keepalives start at once.
                 driver.flush()
                 task_status.started(RunningRouter(core, driver, http, scope))

@@ -512,6 +512,13 @@ class LocalBackend:
             child = self._children.get(node.pid)
             if child is not None:
                 child.wait(5.0)
+        elif sig in (signal.SIGSTOP, signal.SIGCONT):
+            # Delivery is asynchronous: return once /proc shows the new state, so a caller that
+            # checks the node right after `pause`/`resume` sees what it asked for.
+            want = NodeState.PAUSED if sig is signal.SIGSTOP else NodeState.UP
+            deadline = time.monotonic() + 5.0
+            while proc_state(node.pid) is not want and time.monotonic() < deadline:
+                time.sleep(0.01)
         return lab
 
     def kill(self, lab: LabFile, node: str) -> LabFile:
