@@ -21,6 +21,7 @@ between detection and its return.
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Any
 
@@ -44,8 +45,13 @@ def lab_topology() -> LabSpec:
 
 def probing(lab: Lab) -> dict[str, float]:
     table = lab.read_config("router")["dispatcher"]["probing"]
+    interval = float(table["interval"])
+    if lab.router_kind == "kamailio":
+        # Kamailio's ds_ping_interval is whole seconds: the renderer rounds it up (at least 1 s)
+        # (lab/routers/kamailio/router.py _seconds), so that bounds its detection.
+        interval = float(max(1, math.ceil(interval)))
     return {
-        "interval": float(table["interval"]),
+        "interval": interval,
         "timeout": float(table["timeout"]),
         "inactive_threshold": float(table.get("inactive_threshold", 1)),
         "probing_threshold": float(table.get("probing_threshold", 1)),
