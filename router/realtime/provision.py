@@ -25,15 +25,29 @@ def generate_passwords(count: int, length: int, *, seed: int | None = None) -> l
 
     Without a seed the bytes come from ``secrets`` (the OS CSPRNG); with one, from
     ``random.Random(seed)``, which is fine for a lab and lets two runs share credentials.
+
+    No password starts with ``0x`` or ``0X``: SIPp reads an ``[authentication ...
+    password=0x...]`` value as hexadecimal bytes, so such a user (about 1 in 4,096) would get
+    a second 401 from SIPp in every storm. Those are drawn again from the same source
+    (rejection sampling keeps the others uniform, and a seed still gives the same list).
     """
     if length < 1:
         raise ValueError("password length must be >= 1")
     if count < 0:
         raise ValueError("count must be >= 0")
+    draw = random.Random(seed).randbytes if seed is not None else secrets.token_bytes
     total = count * length
-    raw = random.Random(seed).randbytes(total) if seed is not None else secrets.token_bytes(total)
-    text = raw.translate(_BYTE_TO_SYMBOL).decode("ascii")
-    return [text[i : i + length] for i in range(0, total, length)]
+    text = draw(total).translate(_BYTE_TO_SYMBOL).decode("ascii")
+    passwords = [text[i : i + length] for i in range(0, total, length)]
+    for index, password in enumerate(passwords):
+        while _sipp_reads_as_hex(password):
+            password = draw(length).translate(_BYTE_TO_SYMBOL).decode("ascii")
+        passwords[index] = password
+    return passwords
+
+
+def _sipp_reads_as_hex(password: str) -> bool:
+    return password[:2] in ("0x", "0X")
 
 
 _BYTE_TO_SYMBOL = bytes(ord(PASSWORD_ALPHABET[b & 63]) for b in range(256))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import time
 from pathlib import Path
 
@@ -65,6 +66,28 @@ def test_passwords_seeded_and_alphabet() -> None:
     assert generate_passwords(0, 8) == []
     with pytest.raises(ValueError, match="length"):
         generate_passwords(1, 0)
+
+
+def test_no_password_sipp_reads_as_hex() -> None:
+    """SIPp takes ``password=0x...`` as hex bytes: with ``--seed 7`` the unconstrained draw
+    gave users 979, 1087 and 3935 (``--first 100``) such a password, and each then failed
+    every registration storm with a second 401. None may start with ``0x``/``0X`` now, and
+    the others keep the passwords the seed gave them."""
+    passwords = generate_passwords(4000, 12, seed=7)
+    assert not [p for p in passwords if p[:2] in ("0x", "0X")]
+    assert len(set(passwords)) == 4000
+    assert passwords == generate_passwords(4000, 12, seed=7)
+    # The unconstrained draw (one byte per symbol, low 6 bits): only the hex-looking ones
+    # (users 353, 979, 1087, 1201, 2210, 3935) changed.
+    raw = random.Random(7).randbytes(4000 * 12)
+    plain = "".join(PASSWORD_ALPHABET[b & 63] for b in raw)
+    unconstrained = [plain[i : i + 12] for i in range(0, len(plain), 12)]
+    changed = [i + 100 for i in range(4000) if passwords[i] != unconstrained[i]]
+    assert changed == [353, 979, 1087, 1201, 2210, 3935]
+    # Short passwords: 1 in 64 two-symbol draws is "0x" or "0X"; all are redrawn.
+    short = generate_passwords(20_000, 2, seed=3)
+    assert not {"0x", "0X"} & set(short)
+    assert {p[0] for p in short} >= set(PASSWORD_ALPHABET)
 
 
 def test_sipp_csv_format(tmp_path: Path) -> None:
