@@ -24,6 +24,7 @@ from __future__ import annotations
 import atexit
 import ctypes
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -33,6 +34,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from lab.backends import LabError, NodeState
+from lab.backends.ownership import holds_socket
 from lab.backends.postgres import LabPostgres, PostgresError, lab_postgres
 from lab.backends.render import (
     Plan,
@@ -217,31 +219,54 @@ def wait_ready(
 ) -> int:
     """Probe until ``host:port`` answers OPTIONS with ``want`` (any final when None).
 
+    With ``pid`` (a node the lab started), the answer counts only once a process of that
+    node's group holds the UDP socket on ``host:port`` (``lab/backends/ownership.py``):
+    another lab's node on the same address answers too, while ours fails to bind and exits.
+
     Raises:
         LabError: naming the node, what went wrong and the tail of its log.
     """
     deadline = time.monotonic() + timeout
     last: int | None = None
+    foreign = False
     while time.monotonic() < deadline:
         if pid is not None and proc_state(pid) is NodeState.DOWN:
-            raise LabError(
-                f"{name} ({host}:{port}) exited before answering OPTIONS{_log_tail(log)}"
-            )
+            raise LabError(f"{name} ({host}:{port}) exited before it answered{_log_tail(log)}")
         last = options_ping(host, port, source=source, timeout=0.4)
         if last is not None and (want is None or last == want):
-            return last
+            if pid is None or holds_socket(pid, "udp", host, port):
+                return last
+            # Answered by a process outside the node's group: ours may still be binding (or
+            # failing to); poll its state rather than the other node.
+            foreign = True
+            time.sleep(0.05)
+    if foreign:
+        raise LabError(
+            f"{name} ({host}:{port}) not ready after {timeout:g} s: the OPTIONS answers come "
+            f"from a process that is not pid {pid} (another lab on the same addresses?)"
+            f"{_log_tail(log)}"
+        )
     got = f"last answer {last}" if last is not None else "no answer"
     raise LabError(f"{name} ({host}:{port}) not ready after {timeout:g} s ({got}){_log_tail(log)}")
+
+
+_ERROR_LINE = re.compile(r"(?i:unable|cannot|fatal|already in use|errno)|ERROR|Error:|Traceback")
+"""Lines worth quoting from anywhere in a log: SIPp prints its bind error first and then
+pages of statistics screen, so the tail alone can miss why a node stopped."""
 
 
 def _log_tail(log: Path | None, lines: int = 15) -> str:
     if log is None:
         return ""
     try:
-        text = log.read_text(errors="replace").splitlines()[-lines:]
+        text = log.read_text(errors="replace").splitlines()
     except OSError:
         return f"; log {log} missing"
-    return f"; log {log}:\n" + "\n".join("    " + line for line in text)
+    tail = text[-lines:]
+    earlier = [line for line in text[:-lines] if _ERROR_LINE.search(line)][:5]
+    if earlier:
+        tail = [*earlier, "...", *tail]
+    return f"; log {log}:\n" + "\n".join("    " + line for line in tail)
 
 
 # -- command lines --------------------------------------------------------------------------
@@ -405,12 +430,13 @@ class LocalBackend:
         return LabPostgres(Path(record.cwd).parent, record.host, record.port)
 
     def _wait_db(self, record: NodeRecord) -> None:
-        pid = record.pid
+        pid, host, port = record.pid, record.host, record.port
         try:
             self._cluster(record).wait_ready(
                 timeout=max(self.ready_timeout, 30.0),
                 alive=lambda: proc_state(pid) is not NodeState.DOWN,
                 log=Path(record.log) if record.log else None,
+                ours=None if pid is None else lambda: holds_socket(pid, "tcp", host, port),
             )
         except PostgresError as exc:
             raise LabError(str(exc)) from None

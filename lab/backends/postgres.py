@@ -250,9 +250,16 @@ class LabPostgres:
     # -- readiness --------------------------------------------------------------------------
 
     def wait_ready(
-        self, *, timeout: float, alive: Callable[[], bool], log: Path | None = None
+        self,
+        *,
+        timeout: float,
+        alive: Callable[[], bool],
+        log: Path | None = None,
+        ours: Callable[[], bool] | None = None,
     ) -> None:
-        """Poll until a connection to the maintenance DB succeeds.
+        """Poll until a connection to the maintenance DB succeeds and, with ``ours``, the
+        listening socket is the postmaster's (another lab's PostgreSQL on the same address
+        accepts connections too, while this one fails to bind and exits).
 
         Raises:
             PostgresError: the postmaster exited, or no connection within ``timeout``.
@@ -268,7 +275,11 @@ class LabPostgres:
                 )
             try:
                 psycopg.connect(self.admin_url, connect_timeout=1).close()
-                return
+                if ours is None or ours():
+                    return
+                last = "answered by a process that is not this lab's postmaster"
+                time.sleep(0.05)
+                continue
             except psycopg.Error as exc:
                 last = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
             time.sleep(0.05)

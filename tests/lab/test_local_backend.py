@@ -183,6 +183,39 @@ def test_up_fails_with_node_name_and_log(tmp_path: Path) -> None:
         backend.up(t, tmp_path)
 
 
+def test_second_lab_on_the_same_addresses_fails_up_with_its_own_log(tmp_path: Path) -> None:
+    """With a lab up, a second one on the same net must not pass readiness on the first
+    lab's answers: its first node fails to bind, `up` fails naming that node with the
+    "Address already in use" of its own log, and nothing of the second lab keeps running."""
+    backend = get_backend("local")
+    t = small_topology(net=85, faults=[])
+    first = backend.up(t, tmp_path / "first")
+    try:
+        second_dir = tmp_path / "second"
+        with pytest.raises(LabError) as caught:
+            backend.up(t, second_dir)
+        message = str(caught.value)
+        assert "Address already in use" in message, message
+        failed = message.split(" ", 1)[0]
+        assert failed in {n.name for n in first.nodes}, message
+        assert str(second_dir / "logs" / f"{failed}.log") in message
+        # nothing of the second lab runs: no process has its run folder as working directory
+        leftovers = []
+        for cwd in Path("/proc").glob("[0-9]*/cwd"):
+            try:
+                if Path(os.readlink(cwd)).is_relative_to(second_dir):
+                    leftovers.append(cwd.parent.name)
+            except OSError:
+                continue
+        assert leftovers == []
+        # the first lab is untouched and still the one answering
+        for node in first.nodes:
+            if node.pid:
+                assert backend.node_state(node) is NodeState.UP, node.name
+    finally:
+        backend.down(first)
+
+
 def test_down_and_a_crashed_harness_leave_nothing(tmp_path: Path) -> None:
     script = f"""
 import os, signal, sys
