@@ -35,7 +35,12 @@ from pathlib import Path
 
 from lab.backends import LabError, NodeState
 from lab.backends.ownership import holds_socket
-from lab.backends.postgres import LabPostgres, PostgresError, lab_postgres
+from lab.backends.postgres import (
+    LabPostgres,
+    PostgresError,
+    lab_postgres,
+    remove_outside_cluster,
+)
 from lab.backends.render import (
     Plan,
     PlannedNode,
@@ -321,7 +326,9 @@ class LocalBackend:
 
     # process primitives
 
-    def _spawn(self, argv: list[str], name: str, run_dir: Path) -> tuple[int, Path]:
+    def _spawn(
+        self, argv: list[str], name: str, run_dir: Path, cwd: Path | None = None
+    ) -> tuple[int, Path]:
         log = run_dir / "logs" / f"{name}.log"
         log.parent.mkdir(parents=True, exist_ok=True)
         env = dict(os.environ, PYTHONUNBUFFERED="1")
@@ -334,7 +341,7 @@ class LocalBackend:
                     stdin=subprocess.DEVNULL,
                     stdout=out,
                     stderr=subprocess.STDOUT,
-                    cwd=run_dir,
+                    cwd=cwd or run_dir,
                     env=env,
                     start_new_session=True,
                     preexec_fn=None if self.detach else _die_with_parent,
@@ -452,7 +459,7 @@ class LocalBackend:
             argv = cluster.argv(die_with_parent=not self.detach)
         except (PostgresError, OSError) as exc:
             raise LabError(str(exc)) from exc
-        pid, log = self._spawn(argv, node.name, cluster.data_dir)
+        pid, log = self._spawn(argv, node.name, p.run_dir, cwd=cluster.data_dir)
         record = NodeRecord(
             node.name, "db", node.host, node.port, pid=pid, kind=node.kind, argv=argv,
             cwd=str(cluster.data_dir), log=str(log),
@@ -520,6 +527,8 @@ class LocalBackend:
 
         for node in reversed(lab.nodes):
             self._stop_pid(node, self.stop_grace)
+            if node.role == "db" and node.kind == "postgresql" and node.argv and node.cwd:
+                remove_outside_cluster(Path(node.cwd))
         stopped = replace(lab, nodes=[replace(n, pid=None) for n in lab.nodes])
         merge_events(Path(lab.run_dir))
         write_labfile(stopped)
@@ -570,7 +579,8 @@ class LocalBackend:
                 argv = cluster.argv(die_with_parent=not self.detach)
             except (PostgresError, OSError) as exc:
                 raise LabError(str(exc)) from exc
-        pid, _ = self._spawn(argv, record.name, Path(record.cwd or lab.run_dir))
+        cwd = Path(record.cwd or lab.run_dir)
+        pid, _ = self._spawn(argv, record.name, Path(lab.run_dir), cwd=cwd)
         record = replace(record, pid=pid, argv=argv)
         self._wait(record, _router_host(lab))
         updated = lab.with_node(record)

@@ -4,7 +4,9 @@
 ``lab/topology.py``) makes the local backend run a private cluster as the lab node ``db``:
 
 - ``initdb`` into ``<run>/pgdata`` (once; a later ``lab up`` in the same folder reuses the
-  cluster, as it reuses ``realtime.db``), superuser ``siplab``, ``trust`` for loopback TCP
+  cluster, as it reuses ``realtime.db``; when the ``postgres`` user cannot reach the run
+  folder, e.g. a clone in root's 0700 home, the cluster lives in a per-run folder under
+  ``/var/tmp`` instead, see :func:`cluster_home`), superuser ``siplab``, ``trust`` for loopback TCP
   and the unix socket only (``pg_hba.conf`` is written by the lab, nothing else may connect);
 - ``postgres`` in the foreground on ``127.<net>.0.5:5432``, its unix socket in
   ``<run>/pgsock`` (when the path fits in ``sun_path``), logging to ``<run>/logs/db.log``,
@@ -26,6 +28,7 @@ a crash must hold against the lab DB too.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import pwd
 import re
@@ -45,9 +48,11 @@ __all__ = [
     "PG_USER",
     "LabPostgres",
     "PostgresError",
+    "cluster_home",
     "lab_postgres",
     "postgres_bindir",
     "postgres_url",
+    "remove_outside_cluster",
 ]
 
 PG_USER = PG_PASSWORD = PG_DB = "siplab"
@@ -177,22 +182,13 @@ class LabPostgres:
         return entry.pw_uid, entry.pw_gid
 
     def _check_reachable(self, owner: tuple[int, int]) -> None:
-        """Every parent of the run folder must let the ``postgres`` user through."""
-        uid, gid = owner
-        for parent in [self.run_dir, *self.run_dir.parents]:
-            st = parent.stat()
-            if st.st_uid == uid:
-                bit = stat.S_IXUSR
-            elif st.st_gid == gid:
-                bit = stat.S_IXGRP
-            else:
-                bit = stat.S_IXOTH
-            if not st.st_mode & bit:
-                raise PostgresError(
-                    f"db: the {_OS_USER} user cannot reach {self.data_dir}: {parent} is mode "
-                    f"{stat.filemode(st.st_mode)}; use a run folder below world-searchable "
-                    "directories (e.g. /tmp/<name>)"
-                )
+        """Every parent of the cluster's folder must let the ``postgres`` user through."""
+        blocking = _blocking_parent(self.run_dir, owner)
+        if blocking is not None:
+            mode = stat.filemode(blocking.stat().st_mode)
+            raise PostgresError(
+                f"db: the {_OS_USER} user cannot reach {self.data_dir}: {blocking} is mode {mode}"
+            )
 
     def init(self, log: Path) -> None:
         """``initdb`` unless the cluster exists; (re)write ``pg_hba.conf``; remove a stale
@@ -298,8 +294,77 @@ class LabPostgres:
 
 
 def lab_postgres(topology: Topology, run_dir: Path) -> LabPostgres:
-    """The cluster of ``topology`` in ``run_dir`` (on 127.<net>.0.5:5432)."""
-    return LabPostgres(Path(run_dir).resolve(), topology.db_host, DB_PORT)
+    """The cluster of ``topology`` for ``run_dir`` (on 127.<net>.0.5:5432), in the folder
+    :func:`cluster_home` picks."""
+    return LabPostgres(cluster_home(Path(run_dir).resolve()), topology.db_host, DB_PORT)
+
+
+OUTSIDE_ROOT = Path("/var/tmp")
+_OUTSIDE_PREFIX = "siplab-pg-"
+
+
+def cluster_home(run_dir: Path) -> Path:
+    """Where the cluster of ``run_dir`` lives: the run folder itself, unless the lab runs as
+    root and the ``postgres`` user cannot reach it (a clone in root's home, mode 0700).
+
+    Then a folder of its own, ``/var/tmp/siplab-pg-<hash of the run folder's path>``, made
+    by the lab (root, 0755): the same run folder always gets the same one, so a later
+    ``lab up`` finds its cluster as it would in the run folder; ``lab.json`` records it (the
+    db node's ``cwd``) and ``down`` removes it (:func:`remove_outside_cluster`).
+
+    Raises:
+        PostgresError: that folder exists but is not a directory root owns (not ours).
+    """
+    if os.geteuid() != 0:
+        return run_dir
+    try:
+        entry = pwd.getpwnam(_OS_USER)
+    except KeyError:
+        return run_dir  # LabPostgres.init names the missing user
+    if _blocking_parent(run_dir, (entry.pw_uid, entry.pw_gid)) is None:
+        return run_dir
+    digest = hashlib.sha256(str(run_dir).encode()).hexdigest()[:16]
+    home = OUTSIDE_ROOT / f"{_OUTSIDE_PREFIX}{digest}"
+    try:
+        home.mkdir(mode=0o755, exist_ok=True)
+        st = home.lstat()
+    except OSError as exc:
+        raise PostgresError(f"db: cannot create {home} for the cluster: {exc}") from exc
+    # /var/tmp is writable by everyone: only a real directory root owns is ours to use
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != 0:
+        raise PostgresError(f"db: {home} exists and is not a directory owned by root")
+    os.chmod(home, 0o755)
+    return home
+
+
+def remove_outside_cluster(data_dir: Path) -> bool:
+    """After ``down``: remove the cluster folder :func:`cluster_home` made outside the run
+    folder (``data_dir`` is the db node's recorded ``cwd``); True if it did. A cluster in the
+    run folder stays, like ``realtime.db``."""
+    home = Path(data_dir).parent
+    if home.parent != OUTSIDE_ROOT or not home.name.startswith(_OUTSIDE_PREFIX):
+        return False
+    shutil.rmtree(home, ignore_errors=True)
+    return True
+
+
+def _blocking_parent(path: Path, owner: tuple[int, int]) -> Path | None:
+    """The first folder from ``path`` up that ``owner`` (uid, gid) cannot search, or None."""
+    uid, gid = owner
+    for parent in [path, *path.parents]:
+        try:
+            st = parent.stat()
+        except FileNotFoundError:
+            continue  # made later, by root, with a mode the lab chooses
+        if st.st_uid == uid:
+            bit = stat.S_IXUSR
+        elif st.st_gid == gid:
+            bit = stat.S_IXGRP
+        else:
+            bit = stat.S_IXOTH
+        if not st.st_mode & bit:
+            return parent
+    return None
 
 
 def _tail(log: Path | None, lines: int = 15) -> str:

@@ -13,6 +13,7 @@ user when the suite runs as root, and pytest's ``/tmp/pytest-of-<user>`` is mode
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import tempfile
@@ -110,6 +111,35 @@ def test_lab_up_with_db_kind_postgres_runs_provisions_and_stops_it(run_dir: Path
     assert not (run_dir / "pgdata" / "postmaster.pid").exists()
     assert list((run_dir / "pgsock").iterdir()) == []
     assert all(n.pid is None for n in read_labfile(run_dir).nodes)
+
+
+def test_run_folder_in_a_private_home_gets_a_cluster_postgres_can_reach() -> None:
+    """A clone in root's home (mode 0700): the ``postgres`` user cannot reach a data folder
+    below it, so the lab puts the cluster in a per-run folder of its own, records it in
+    lab.json (the db node's cwd), and removes it at ``down``; the lab works as usual."""
+    private = Path(tempfile.mkdtemp(prefix="siplab-home-", dir="/tmp"))  # mkdtemp: mode 0700
+    run_dir = private / "clone" / "runs" / "lab"
+    topology = _topology(
+        db=DbSpec(kind="postgres"), users=replace(default_topology().users, count=20)
+    )
+    backend = get_backend("local")
+    try:
+        lab = Lab(backend, backend.up(topology, run_dir), topology)
+        try:
+            db = read_labfile(run_dir).node("db")
+            data_dir = Path(db.cwd)
+            if os.geteuid() == 0:  # postgres runs as the `postgres` user: outside the home
+                assert not data_dir.is_relative_to(private), data_dir
+            assert (data_dir / "PG_VERSION").is_file()
+            assert Path(db.log) == run_dir / "logs" / "db.log"  # the log stays in the run
+            assert _count(lab, "SELECT count(*) FROM ps_auths") == 20
+        finally:
+            lab.down()
+        if os.geteuid() == 0:
+            assert not data_dir.parent.exists()
+        assert _group_alive(db.pid or 0) == []
+    finally:
+        shutil.rmtree(private, ignore_errors=True)
 
 
 @pytest.fixture
