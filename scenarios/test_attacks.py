@@ -34,6 +34,7 @@ from lab.backends import NodeState
 from lab.engines import sipp_binary, start_sipp, uac_call, uac_register
 from lab.evidence import read_events
 from lab.pytest_plugin import Lab, LabSpec
+from lab.requires import needs
 from lab.ua import UserAgent
 
 pytestmark = pytest.mark.lab
@@ -42,8 +43,8 @@ MAX_FAILURES_PER_SOURCE = 8
 RECOVERY_S = 15.0
 """A legitimate REGISTER and call must succeed within this long after a flood ends."""
 
-needs_sipvicious = pytest.mark.skipif(not attack.available(), reason="sipvicious not installed")
-needs_sipp = pytest.mark.skipif(sipp_binary() is None, reason="SIPp (sip-tester) not installed")
+needs_sipvicious = needs(attack.available(), "sipvicious not installed (pip extra attack)")
+needs_sipp = needs(sipp_binary() is not None, "SIPp not installed (Debian package sip-tester)")
 
 
 @pytest.fixture(scope="module")

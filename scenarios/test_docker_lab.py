@@ -23,12 +23,13 @@ import pytest
 
 from lab.engines import SippRun, run_sipp, sipp_binary, uac_call, uac_register
 from lab.labfile import LabFile
+from lab.requires import missing_tool, needs
 from lab.topology import UsersSpec, default_topology
 from router.realtime import connect
 
 pytestmark = [
     pytest.mark.docker,
-    pytest.mark.skipif(sipp_binary() is None, reason="SIPp (Debian sip-tester) is not installed"),
+    needs(sipp_binary() is not None, "SIPp (Debian sip-tester) is not installed"),
 ]
 
 NET = 78
@@ -43,7 +44,7 @@ def docker_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, 
     try:
         client = ensure_dockerd(install=False)
     except DockerUnavailable as exc:
-        pytest.skip(f"no Docker engine: {exc}")
+        missing_tool(f"no Docker engine: {exc}")
     run_dir = Path("/tmp") / f"siplab-docker-scenario-{tmp_path_factory.getbasetemp().name}"
     topology = replace(default_topology(pbx=2), net=NET, users=UsersSpec(count=USERS, first=100))
     backend = DockerBackend(db="postgres")

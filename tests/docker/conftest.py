@@ -7,10 +7,12 @@ from typing import Any
 
 import pytest
 
+from lab.requires import missing_tool
+
 
 @pytest.fixture(scope="session")
 def docker_engine() -> Iterator[Any]:
-    """A pinged Docker SDK client; skips the test when no engine answers.
+    """A pinged Docker SDK client; when no engine answers, skips the test (fails it in CI).
 
     CI starts the engine first (``python -m lab.docker.base_image --start-dockerd``); tests never
     install or start one themselves.
@@ -20,6 +22,6 @@ def docker_engine() -> Iterator[Any]:
     try:
         client = ensure_dockerd(install=False)
     except DockerUnavailable as exc:
-        pytest.skip(f"no Docker engine: {exc}")
+        missing_tool(f"no Docker engine: {exc}")
     yield client
     client.close()

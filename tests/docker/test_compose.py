@@ -22,9 +22,10 @@ from lab.docker.compose import (
     to_yaml,
     write_compose,
 )
+from lab.requires import needs_module
 from lab.topology import PbxSpec, RouterSpec, Topology
 
-yaml = pytest.importorskip("yaml", reason="PyYAML (test extra) reads compose.yml back")
+yaml = needs_module("yaml", "PyYAML (test extra) reads compose.yml back")
 
 ALLOWED_KEYS = {
     "image",

@@ -22,9 +22,10 @@ from lab.docker.backend import DockerBackend, run_id
 from lab.docker.base_image import ensure_base_image
 from lab.docker.compose import LABEL_LAB
 from lab.docker.images import BASE_IMAGE, EMULATOR_IMAGE, ensure_emulator_image
+from lab.requires import needs_module
 from lab.topology import Topology
 
-yaml = pytest.importorskip("yaml", reason="PyYAML (test extra) reads compose.yml back")
+yaml = needs_module("yaml", "PyYAML (test extra) reads compose.yml back")
 
 pytestmark = pytest.mark.docker
 

@@ -21,6 +21,7 @@ from lab.engines import (
     uac_register,
     users_csv,
 )
+from lab.requires import needs
 from lab.routers.kamailio import (
     DispatcherDestination,
     KamailioConfigError,
@@ -33,12 +34,10 @@ from lab.routers.kamailio import (
     write_config,
 )
 
-needs_kamailio = pytest.mark.skipif(
-    kamailio_binary() is None, reason="Kamailio not installed (Debian package kamailio)"
+needs_kamailio = needs(
+    kamailio_binary() is not None, "Kamailio not installed (Debian package kamailio)"
 )
-needs_sipp = pytest.mark.skipif(
-    sipp_binary() is None, reason="SIPp not installed (Debian package sip-tester)"
-)
+needs_sipp = needs(sipp_binary() is not None, "SIPp not installed (Debian package sip-tester)")
 
 ROUTER = "127.0.0.35"
 UAS1, UAS2 = "127.0.0.33", "127.0.0.34"

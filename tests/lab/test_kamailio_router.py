@@ -33,6 +33,7 @@ from lab.engines import (
     uas_answer,
     wait_sip_ready,
 )
+from lab.requires import missing_tool, needs
 from lab.routers.kamailio import (
     DIFFERENCES,
     POSTGRES_CHILDREN,
@@ -55,12 +56,10 @@ from router.realtime import DispatcherRow, UserCredential, connect, write_sipp_c
 from router.realtime.schema import LOCATION
 from router.sip import Request, Response, answer_challenge, parse_challenge, parse_untrusted
 
-needs_kamailio = pytest.mark.skipif(
-    kamailio_binary() is None, reason="Kamailio not installed (Debian package kamailio)"
+needs_kamailio = needs(
+    kamailio_binary() is not None, "Kamailio not installed (Debian package kamailio)"
 )
-needs_sipp = pytest.mark.skipif(
-    sipp_binary() is None, reason="SIPp not installed (Debian package sip-tester)"
-)
+needs_sipp = needs(sipp_binary() is not None, "SIPp not installed (Debian package sip-tester)")
 
 ROUTER, PHONES, TRUSTED, PBX1, PBX2, ATTACKER, CALLEE, HASH_ROUTER = (
     f"127.0.0.{n}" for n in range(80, 88)
@@ -305,7 +304,7 @@ class Lab:
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     if kamailio_binary() is None or sipp_binary() is None:
-        pytest.skip("needs Kamailio and SIPp")
+        missing_tool("needs Kamailio (Debian kamailio) and SIPp (Debian sip-tester)")
     workdir = tmp_path_factory.mktemp("kamrouter")
     url = f"sqlite:///{workdir}/realtime.db"
     db = connect(url)

@@ -30,6 +30,7 @@ from lab.backends.postgres import postgres_bindir
 from lab.engines import SippRun, run_sipp, sipp_binary, uac_register
 from lab.labfile import read_labfile
 from lab.pytest_plugin import Lab
+from lab.requires import missing_tool, needs
 from lab.routers.kamailio import kamailio_binary
 from lab.topology import DbSpec, RouterSpec, Topology, default_topology
 from lab.ua.ua import open_ua
@@ -41,7 +42,9 @@ NET = 76
 pytestmark = [
     pytest.mark.lab,
     pytest.mark.postgres,
-    pytest.mark.skipif(postgres_bindir() is None, reason="PostgreSQL (initdb, postgres) missing"),
+    needs(
+        postgres_bindir() is not None, "PostgreSQL (initdb, postgres) missing (Debian postgresql)"
+    ),
 ]
 
 
@@ -145,7 +148,7 @@ def test_run_folder_in_a_private_home_gets_a_cluster_postgres_can_reach() -> Non
 @pytest.fixture
 def kamailio_lab(run_dir: Path) -> Iterator[Lab]:
     if kamailio_binary() is None:
-        pytest.skip("Kamailio not installed (Debian package kamailio)")
+        missing_tool("Kamailio not installed (Debian package kamailio)")
     topology = _topology(router=RouterSpec(kind="kamailio"))
     assert topology.lab_postgres  # the Kamailio default
     backend = get_backend("local")
@@ -166,7 +169,7 @@ def _count(lab: Lab, sql: str) -> int:
 
 @pytest.mark.kamailio
 @pytest.mark.sipp
-@pytest.mark.skipif(sipp_binary() is None, reason="SIPp not installed (Debian package sip-tester)")
+@needs(sipp_binary() is not None, "SIPp not installed (Debian package sip-tester)")
 async def test_kamailio_on_lab_postgres_takes_a_registration_storm(kamailio_lab: Lab) -> None:
     lab = kamailio_lab
     assert lab.node("db").pid

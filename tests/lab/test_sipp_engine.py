@@ -32,10 +32,9 @@ from lab.engines import (
 )
 from lab.engines.results import parse_result
 from lab.procs import ProcessGroup, start_process
+from lab.requires import needs
 
-needs_sipp = pytest.mark.skipif(
-    sipp_binary() is None, reason="SIPp not installed (Debian package sip-tester)"
-)
+needs_sipp = needs(sipp_binary() is not None, "SIPp not installed (Debian package sip-tester)")
 
 ALL_SCENARIOS = [uac_call(100), uas_answer(), uac_register(), register_then_call(0), options_ping()]
 

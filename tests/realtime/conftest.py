@@ -7,6 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from lab.requires import missing_tool
 from router.realtime import Database, connect
 
 from .pg import find_server, with_schema
@@ -16,7 +17,7 @@ from .pg import find_server, with_schema
 def pg_server_url() -> str:
     url, reason = find_server()
     if url is None:
-        pytest.skip(reason)
+        missing_tool(reason)
     return url
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from lab.requires import needs
 from reports import metrics
 from reports.build import build_report, main
 from reports.plots import PLOT_NAMES
@@ -113,7 +114,7 @@ window.addEventListener("load", () => {
 </script></body>"""
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (Debian package chromium)")
+@needs(CHROMIUM is not None, "chromium is not installed (Debian package chromium)")
 def test_report_renders_in_headless_chromium(built: Path, tmp_path: Path) -> None:
     # A copy with a checking script appended: the report itself has no script.
     page = (built / "report.html").read_text().replace("</body>", _CHECK)

@@ -13,6 +13,7 @@ import pytest
 
 from lab.engines import SippRun, run_sipp, sipp_binary, uac_register, wait_sip_ready
 from lab.procs import ManagedProcess, start_process
+from lab.requires import needs
 from router.realtime import connect, write_sipp_csv
 from router.sip import (
     Headers,
@@ -28,7 +29,7 @@ from router.sip import (
 
 pytestmark = [
     pytest.mark.sipp,
-    pytest.mark.skipif(sipp_binary() is None, reason="SIPp (Debian sip-tester) is not installed"),
+    needs(sipp_binary() is not None, "SIPp (Debian sip-tester) is not installed"),
 ]
 
 ROUTER = ("127.0.0.25", 5060)

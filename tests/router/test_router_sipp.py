@@ -18,10 +18,11 @@ import pytest
 
 from lab.engines import SippRun, sipp_binary, start_sipp, start_sipp_uas, uac_call, wait_sip_ready
 from lab.procs import start_process
+from lab.requires import needs
 
 pytestmark = [
     pytest.mark.sipp,
-    pytest.mark.skipif(sipp_binary() is None, reason="SIPp (Debian sip-tester) is not installed"),
+    needs(sipp_binary() is not None, "SIPp (Debian sip-tester) is not installed"),
 ]
 
 ROUTER = ("127.0.0.20", 5060)

@@ -7,11 +7,12 @@ import trio
 
 from lab import attack
 from lab.attack import NotLoopback, parse_table, require_loopback
+from lab.requires import needs
 from lab.ua import open_ua
 
 from .conftest import DOMAIN, ROUTER, Lab
 
-needs_sipvicious = pytest.mark.skipif(not attack.available(), reason="sipvicious not installed")
+needs_sipvicious = needs(attack.available(), "sipvicious not installed (pip extra attack)")
 
 
 @pytest.mark.parametrize("host", ["10.0.0.1", "192.0.2.7", "localhost", "::1", "128.0.0.1", ""])
