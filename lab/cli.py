@@ -1,16 +1,22 @@
 """``siplab lab ...`` and ``siplab ladder``: bring a lab up, look at it, break it, read it.
 
 ``lab up`` starts the nodes *detached* (they outlive the command) and writes ``lab.json`` into the
-run folder (``runs/lab`` unless ``--dir``); every other command finds the lab there. Register with
-``"lab.cli"`` in ``router/cli.py``'s ``_COMMAND_MODULES``.
+run folder (``runs/lab`` unless ``--dir``); every other command finds the lab there.
+
+:func:`main` is the ``siplab`` command (``[project.scripts]`` in pyproject.toml, or
+``python -m lab.cli``): the router's own subcommands (``router/cli.py``: ``router``, ``db``,
+``users``), then the lab's and the reports'. It lives here, not in the router, because the
+router must not depend on the lab or the reports.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 import urllib.error
 import urllib.request
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -376,3 +382,46 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     pick.add_argument("--all", action="store_true", help="every call")
     ladder.add_argument("--png", action="store_true", help="also PNG (needs matplotlib)")
     ladder.set_defaults(func=cmd_ladder)
+
+
+# -- the `siplab` command -------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Every subcommand, in help order: router, PBX emulator, lab, reports, storm, conformance."""
+    from lab import conformance, storm_cli
+    from lab.pbx import cli as pbx_cli
+    from reports import cli as reports_cli
+    from router.cli import add_router_commands
+
+    parser = argparse.ArgumentParser(
+        prog="siplab",
+        description="SIP routing-tier lab: reference router, Asterisk-node emulator, "
+        "fault injection, load and capacity reports.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    add_router_commands(sub)
+    for add in (
+        pbx_cli.add_commands,
+        add_commands,
+        reports_cli.add_commands,
+        storm_cli.add_commands,
+        conformance.add_commands,
+    ):
+        add(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``siplab``: exit status of the subcommand (2 and one line for a user's error)."""
+    from router.cli import run
+
+    return run(build_parser(), argv)
+
+
+if __name__ == "__main__":
+    # `python -m lab.cli` runs this file as __main__: delegate to the module proper, so the
+    # commands and the classes they share are those every other module imports.
+    from lab.cli import main as _main
+
+    sys.exit(_main())

@@ -1,8 +1,10 @@
-"""The ``siplab`` command line.
+"""The reference router's command line: ``python -m router.cli router --config router.toml``
+(plus ``db`` and ``users`` for its realtime DB).
 
-Each area of the project contributes its subcommands through an explicit registry (no discovery by
-name): a module listed in ``_COMMAND_MODULES`` exposes ``add_commands(subparsers)`` and sets
-``func`` on every parser it adds. ``func(args) -> int`` is the exit status.
+The router does not depend on the lab or the reports: the ``siplab`` command, which adds the lab's
+and the reports' subcommands to these, lives in ``lab/cli.py``. Each module contributing
+subcommands exposes ``add_commands(subparsers)`` and sets ``func`` on every parser it adds;
+``func(args) -> int`` is the exit status.
 
 Errors a user can fix (bad config, bad CLI value, missing file) are raised as ``UserError`` and
 printed as one line naming the file, field and reason; never a traceback.
@@ -11,21 +13,8 @@ printed as one line naming the file, field and reason; never a traceback.
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 from collections.abc import Sequence
-
-# Modules that add subcommands. A module missing from the tree is a packaging bug, so it is not
-# silently skipped.
-_COMMAND_MODULES: tuple[str, ...] = (
-    "router.realtime.cli",
-    "router.server",
-    "lab.pbx.cli",
-    "lab.cli",
-    "reports.cli",
-    "lab.storm_cli",
-    "lab.conformance",
-)
 
 
 class UserError(Exception):
@@ -54,21 +43,29 @@ def find_exception(
     return None
 
 
+def add_router_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """The router's own subcommands: ``db``, ``users`` (``router/realtime/cli.py``) and
+    ``router`` (``router/server.py``)."""
+    from router import server
+    from router.realtime import cli as realtime_cli
+
+    realtime_cli.add_commands(sub)
+    server.add_commands(sub)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="siplab",
-        description="SIP routing-tier lab: reference router, Asterisk-node emulator, "
-        "fault injection, load and capacity reports.",
+        prog="python -m router.cli",
+        description="siplab's reference SIP router and its realtime DB (the lab's commands "
+        "are in `siplab`).",
     )
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in _COMMAND_MODULES:
-        module = importlib.import_module(name)
-        module.add_commands(sub)
+    add_router_commands(parser.add_subparsers(dest="command", metavar="COMMAND"))
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+def run(parser: argparse.ArgumentParser, argv: Sequence[str] | None = None) -> int:
+    """Parse ``argv`` and run the chosen subcommand: its exit status, 2 with one line on
+    stderr for a :class:`UserError`, 130 on Ctrl-C."""
     args = parser.parse_args(argv)
     func = getattr(args, "func", None)
     if func is None:
@@ -83,9 +80,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
+def main(argv: Sequence[str] | None = None) -> int:
+    return run(build_parser(), argv)
+
+
 if __name__ == "__main__":
     # `python -m router.cli` runs this file as __main__; delegate to the module proper so that
-    # the UserError the commands raise (imported from router.cli) is the class caught in main.
+    # the UserError the commands raise (imported from router.cli) is the class caught in run.
     from router.cli import main as _main
 
     sys.exit(_main())

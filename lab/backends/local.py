@@ -291,7 +291,7 @@ def node_argv(
     if node.role == "proxy":
         return [py, "-m", "lab.faults", "--config", str(node.config)]
     if node.kind == "emulator":
-        return [py, "-m", "router.cli", "pbx", "--config", str(node.config)]
+        return [py, "-m", "lab.cli", "pbx", "--config", str(node.config)]
     if node.kind == "sipp":
         from lab.engines import SippRun, sipp_binary, uas_answer
 
