@@ -34,7 +34,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from lab.backends import LabError, NodeState
-from lab.backends.ownership import holds_socket
+from lab.backends.ownership import Holders, socket_holders
 from lab.backends.postgres import (
     LabPostgres,
     PostgresError,
@@ -239,7 +239,12 @@ def wait_ready(
             raise LabError(f"{name} ({host}:{port}) exited before it answered{_log_tail(log)}")
         last = options_ping(host, port, source=source, timeout=0.4)
         if last is not None and (want is None or last == want):
-            if pid is None or holds_socket(pid, "udp", host, port):
+            if pid is None:
+                return last
+            holders = socket_holders(pid, "udp", host, port)
+            if holders.shared:
+                raise LabError(_shared_message(name, host, port, pid, holders, log))
+            if holders.ours:
                 return last
             # Answered by a process outside the node's group: ours may still be binding (or
             # failing to); poll its state rather than the other node.
@@ -258,6 +263,16 @@ def wait_ready(
 _ERROR_LINE = re.compile(r"(?i:unable|cannot|fatal|already in use|errno)|ERROR|Error:|Traceback")
 """Lines worth quoting from anywhere in a log: SIPp prints its bind error first and then
 pages of statistics screen, so the tail alone can miss why a node stopped."""
+
+
+def _shared_message(
+    name: str, host: str, port: int, pid: int, holders: Holders, log: Path | None
+) -> str:
+    others = ", ".join(str(p) for p in holders.others) or "a process this lab cannot see"
+    return (
+        f"{name} ({host}:{port}): the address is also bound by pid {others}, not pid {pid} "
+        f"that the lab started (another lab on the same addresses?){_log_tail(log)}"
+    )
 
 
 def _log_tail(log: Path | None, lines: int = 15) -> str:
@@ -437,16 +452,26 @@ class LocalBackend:
         return LabPostgres(Path(record.cwd).parent, record.host, record.port)
 
     def _wait_db(self, record: NodeRecord) -> None:
-        pid, host, port = record.pid, record.host, record.port
+        pid = record.pid
         try:
             self._cluster(record).wait_ready(
                 timeout=max(self.ready_timeout, 30.0),
                 alive=lambda: proc_state(pid) is not NodeState.DOWN,
                 log=Path(record.log) if record.log else None,
-                ours=None if pid is None else lambda: holds_socket(pid, "tcp", host, port),
+                ours=None if pid is None else lambda: self._db_socket_ours(record),
             )
         except PostgresError as exc:
             raise LabError(str(exc)) from None
+
+    def _db_socket_ours(self, record: NodeRecord) -> bool:
+        assert record.pid is not None
+        holders = socket_holders(record.pid, "tcp", record.host, record.port)
+        if holders.shared:
+            log = Path(record.log) if record.log else None
+            raise LabError(
+                _shared_message("db", record.host, record.port, record.pid, holders, log)
+            )
+        return holders.ours
 
     def _start_postgres(
         self, topology: Topology, p: Plan, node: PlannedNode, started: list[NodeRecord]

@@ -6,7 +6,10 @@ lab's node answers its readiness probe. The kernel knows better: ``/proc/net/udp
 ``tcp``) lists each bound socket with its local address and inode, and ``/proc/<pid>/fd/N``
 of the process holding it links to ``socket:[inode]``. A node is ours when a process of its
 process group (the node's pid: every node is started as its own session and group leader, so
-Kamailio's forked workers are in it too) holds the socket bound to its address.
+Kamailio's forked workers are in it too) holds the socket bound to its address, and nobody
+else does: with ``SO_REUSEADDR`` set on both (the reference router and the emulator set it),
+Linux lets a second UDP socket bind an address that is already bound, so the new node starts
+"fine" and shares the address with the other lab's node.
 
 Reading another process's ``fd`` folder needs the same user or root; the lab's nodes are its
 own children, so it always can. Linux only, like the rest of the local backend.
@@ -17,9 +20,10 @@ from __future__ import annotations
 import os
 import socket
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["bound_inodes", "group_pids", "holds_socket"]
+__all__ = ["Holders", "bound_inodes", "group_pids", "socket_holders"]
 
 _TCP_LISTEN = "0A"
 
@@ -65,22 +69,59 @@ def group_pids(pgid: int) -> list[int]:
     return pids
 
 
-def holds_socket(pgid: int, proto: str, host: str, port: int) -> bool:
-    """A process of group ``pgid`` holds a ``proto`` socket bound to ``host:port``."""
+@dataclass(frozen=True, slots=True)
+class Holders:
+    """Who holds the sockets bound to one address."""
+
+    ours: bool
+    """A process of the node's group holds one."""
+    others: tuple[int, ...]
+    """Processes outside the group holding one (sorted pids)."""
+    unknown: bool
+    """A bound socket no visible process holds (one that is exiting, or hidden from us)."""
+
+    @property
+    def shared(self) -> bool:
+        """Someone else is bound there too: with ``SO_REUSEADDR`` on both, Linux lets two
+        UDP sockets bind one address and delivers each datagram to one of them."""
+        return bool(self.others) or self.unknown
+
+
+def socket_holders(pgid: int, proto: str, host: str, port: int) -> Holders:
+    """Which processes hold the ``proto`` sockets bound to ``host:port``: the node's group
+    (``pgid``) and anyone else."""
     inodes = bound_inodes(proto, host, port)
     if not inodes:
-        return False
-    links = {f"socket:[{inode}]" for inode in inodes}
-    for pid in group_pids(pgid):
-        try:
-            fds = os.scandir(f"/proc/{pid}/fd")
-        except OSError:
-            continue
-        with fds:
-            for fd in fds:
-                try:
-                    if os.readlink(fd.path) in links:
-                        return True
-                except OSError:
-                    continue
-    return False
+        return Holders(ours=False, others=(), unknown=False)
+    wanted = {f"socket:[{inode}]" for inode in inodes}
+    group = set(group_pids(pgid))
+    held: set[str] = set()
+    for pid in group:
+        held |= _held(pid, wanted)
+    ours = bool(held)
+    others = []
+    if wanted - held:
+        for entry in Path("/proc").glob("[0-9]*"):
+            pid = int(entry.name)
+            if pid not in group and (found := _held(pid, wanted - held)):
+                others.append(pid)
+                held |= found
+    return Holders(ours=ours, others=tuple(sorted(others)), unknown=bool(wanted - held))
+
+
+def _held(pid: int, links: set[str]) -> set[str]:
+    """The ``socket:[inode]`` links among ``links`` that ``pid`` has open."""
+    found = set()
+    try:
+        fds = os.scandir(f"/proc/{pid}/fd")
+    except OSError:
+        return found
+    with fds:
+        for fd in fds:
+            try:
+                target = os.readlink(fd.path)
+            except OSError:
+                continue
+            if target in links:
+                found.add(target)
+    return found
