@@ -156,6 +156,7 @@ async def register_on_the_nodes(lab: Lab, phone: UserAgent) -> None:
         assert time.monotonic() < deadline, f"{phone.user}'s contact never reached a node"
 
 
+@pytest.mark.kamailio  # CI subset under --router kamailio (registers the users itself)
 async def test_bindings_survive_kill_9_are_served_and_the_avalanche_succeeds(
     lab: Lab, measurements: dict[str, Any]
 ) -> None:
