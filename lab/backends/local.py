@@ -225,8 +225,10 @@ def wait_ready(
     """Probe until ``host:port`` answers OPTIONS with ``want`` (any final when None).
 
     With ``pid`` (a node the lab started), the answer counts only once a process of that
-    node's group holds the UDP socket on ``host:port`` (``lab/backends/ownership.py``):
-    another lab's node on the same address answers too, while ours fails to bind and exits.
+    node's group holds the UDP socket on ``host:port`` and nobody else does
+    (``lab/backends/ownership.py``): another lab's node on the same address answers too,
+    while ours fails to bind and exits (its log says why), or binds beside it when both set
+    ``SO_REUSEADDR`` (``up`` fails naming the other pid).
 
     Raises:
         LabError: naming the node, what went wrong and the tail of its log.
