@@ -4,8 +4,11 @@ Start order is dependency order: DB (the lab's own PostgreSQL first when the top
 it, ``lab/backends/postgres.py``; then provisioned in-process: schema, users and ``users.csv``,
 the router endpoint, queues, the dispatcher set), PBX nodes, the relays in front of them, the router,
 then the relay in front of the router. A SIP node is ready when it answers an OPTIONS, built with
-``router.sip`` and sent over UDP, with 200 (never a sleep), the DB when psycopg connects; one that does not answer in time, or
-exits, fails ``up`` with its name and the tail of its log, and everything started is stopped.
+``router.sip`` and sent over UDP, with 200 (never a sleep), the DB when psycopg connects; and
+only when the node's own process holds the socket there, alone (``lab/backends/ownership.py``:
+another lab on the same addresses answers too). One that does not answer in time, exits, or
+shares its address, fails ``up`` with its name and the tail of its log, and everything started
+is stopped.
 
 Process ownership (rule of ``lab/procs.py``: only our own PIDs, never by name):
 
