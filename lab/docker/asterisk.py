@@ -87,6 +87,15 @@ class AsteriskCli:
                 rows.append(PjsipContact(m.group(1), m.group(2), m.group(4)))
         return rows
 
+    def contact_fields(self, aor: str, uri: str) -> dict[str, str]:
+        """``pjsip show contact <aor>/<uri>``: the stored fields (``path``, ``reg_server``...)."""
+        fields: dict[str, str] = {}
+        for line in self.rx(f"pjsip show contact {aor}/{uri}").splitlines():
+            name, sep, value = line.partition(":")
+            if sep and re.fullmatch(r"\s*[a-z_0-9]+\s*", name):
+                fields[name.strip()] = value.strip()
+        return fields
+
     def active_channels(self) -> int:
         """``core show channels``' count of active channels."""
         text = self.rx("core show channels count")
