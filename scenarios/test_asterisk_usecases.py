@@ -1,4 +1,5 @@
-"""The seed's four use cases and ACK loss, with three real Asterisk 22 nodes behind the router.
+"""The seed's four use cases, ACK loss and echo media, with three real Asterisk 22 nodes behind
+the router.
 
 Topology (module lab, docker backend): the router under test (``--router``), pbx1..3 real
 Asterisk containers (``siplab/asterisk``: Debian sid's Asterisk 22.10, PJSIP and queues in
@@ -24,6 +25,7 @@ import pytest
 import trio
 
 from lab.docker.asterisk import AsteriskCli
+from lab.media import echo_exchange, sdp_media, stream_stats
 from lab.pytest_plugin import Lab, LabSpec
 from lab.ua import UserAgent
 from router.features.dispatcher.hashing import ds_get_hash
@@ -320,3 +322,38 @@ async def test_ack_loss_200_schedule_and_bye(lab: Lab, measurements: Any) -> Non
         assert 30.0 < bye.t - oks[0] < 36.0
         assert re.search(r"cause\s*=\s*408", reason), reason
         await trio.sleep(0.5)
+
+
+# -- media: RTP both ways through an Echo() -------------------------------------------------
+
+
+async def test_echo_media_flows_both_ways(lab: Lab, measurements: Any) -> None:
+    """Action: the phone calls 900 (``Answer(); Echo()``), sends 50 G.711 packets (20 ms) to
+    the address and port of the node's SDP answer, from the port its own offer named.
+
+    Must hold: the answer names the node's own address (media never goes through the router)
+    and a payload type the offer carried; RTP comes back with that payload type, most packets
+    echoed; loss and RFC 3550 jitter of the echoed stream are recorded.
+    """
+    caller = caller_for(lab, "pbx3", {"101", "102"})
+    async with phone(lab, caller, 0) as ua:
+        call = await ua.call("900")
+        with trio.fail_after(5):
+            answer = await call.wait_answered()
+        assert answer.status == 200
+        answered_at = time.monotonic()
+        host, port, pts = sdp_media(answer.body)
+        assert host in {n.host for n in lab.pbx}, f"media at {host}, not on a node"
+        assert pts[0] in (0, 8), pts
+        local = (ua.local[0], ua.local[1] + 2)  # the port our offer named
+        sent, got = await echo_exchange(local, (host, port), payload_type=pts[0])
+        stats = stream_stats(got)
+        await call.hangup()
+    measurements["rtp_sent"] = sent
+    measurements["rtp_received"] = stats.received
+    measurements["rtp_loss_fraction"] = round(stats.loss_fraction, 3)
+    measurements["rtp_jitter_ms"] = round(stats.jitter_ms, 2)
+    assert stats.received >= sent * 0.8, (sent, stats)
+    assert stats.payload_types == {pts[0]}
+    assert stats.first_arrival is not None
+    measurements["rtp_first_after_200_s"] = round(stats.first_arrival - answered_at, 3)
