@@ -93,12 +93,18 @@ def cmd_up(args: argparse.Namespace) -> int:
             )
     topology = build_topology(args)
     try:
-        lab = _backend(args.backend).up(topology, run_dir, db_url=args.db)
+        from lab.docker.asterisk import backend_for
+
+        # real Asterisk nodes run only as containers: they imply --backend docker
+        lab = _backend(backend_for(topology, args.backend or "local")).up(
+            topology, run_dir, db_url=args.db
+        )
     except LabError as exc:
         raise _user_error(str(exc)) from None
     for node in lab.nodes:
         where = f"{node.host}:{node.port}" if node.port else lab.db
-        print(f"  {node.name:<22} {node.role:<7} {where:<22} pid {node.pid or '-'}")
+        extra = f"  {node.version}" if node.version else ""
+        print(f"  {node.name:<22} {node.role:<7} {where:<22} pid {node.pid or '-'}{extra}")
     print(f"lab up: {Path(lab.run_dir) / 'lab.json'}")
     return 0
 
@@ -322,7 +328,11 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         choices=["reference", "kamailio"],
         help="router under test: siplab's reference router (default) or Kamailio",
     )
-    up.add_argument("--backend", default="local", choices=backend_names())
+    up.add_argument(
+        "--backend",
+        choices=backend_names(),
+        help="local (default) or docker (the default when a PBX node is real Asterisk)",
+    )
     up.add_argument(
         "--db",
         help="realtime DB: a URL, 'sqlite' (file in the run folder), or 'postgres' (a PostgreSQL "

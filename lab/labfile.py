@@ -54,6 +54,8 @@ class NodeRecord:
     """For a fault relay: ``IP:PORT`` it forwards to."""
     rules: str = ""
     """For a fault relay: the JSON rules file it watches."""
+    version: str = ""
+    """The node's software as it reports itself (real Asterisk: ``asterisk -V``)."""
 
     @property
     def address(self) -> str:

@@ -45,6 +45,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from lab.backends import Backend, LabError, NodeState, get_backend
+from lab.docker.asterisk import backend_for, with_pbx_kind
 from lab.faults import FaultRule, add_rule, clear_rules
 from lab.labfile import LabFile, NodeRecord, write_labfile
 from lab.routers.kamailio.status import kamailio_status, render_kamailio
@@ -455,7 +456,15 @@ def _options_topology(config: pytest.Config, spec: LabSpec, net: int) -> Topolog
             )
     if spec.time_scale is not None:
         topology = replace(topology, timers=replace(topology.timers, time_scale=spec.time_scale))
-    return replace(topology, faults=list(faults), net=net)
+    return _with_pbx_option(config, replace(topology, faults=list(faults), net=net))
+
+
+def _with_pbx_option(config: pytest.Config, topology: Topology) -> Topology:
+    return with_pbx_kind(topology, config.getoption("--pbx"))
+
+
+def _backend_for(config: pytest.Config, topology: Topology) -> Any:
+    return get_backend(backend_for(topology, config.getoption("--lab-backend")))
 
 
 def start_lab(config: pytest.Config, spec: LabSpec, name: str) -> Lab:
@@ -465,7 +474,7 @@ def start_lab(config: pytest.Config, spec: LabSpec, name: str) -> Lab:
     topology = _options_topology(config, spec, net)
     safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in name)[-60:]
     run_dir = _run_root(config) / f"{_session_stamp(config)}-{safe}"
-    backend = get_backend(config.getoption("--lab-backend"))
+    backend = _backend_for(config, topology)
     lab = Lab(backend, backend.up(topology, run_dir), topology)
     try:
         pbx_names = [n.name for n in lab.pbx if n.kind == "emulator"]
@@ -475,7 +484,7 @@ def start_lab(config: pytest.Config, spec: LabSpec, name: str) -> Lab:
                 lab.reconfigure(node, changes)
         if spec.router or spec.nodes.get("router"):
             lab.reconfigure("router", deep_merge(spec.router, spec.nodes.get("router", {})))
-        for node in pbx_names:
+        for node in [n.name for n in lab.pbx if n.kind in ("emulator", "asterisk")]:
             lab.wait_dispatcher(node, active=True)
         write_labfile(lab.labfile)
     except BaseException:
@@ -629,6 +638,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption(
         "--lab-net", type=int, default=0, help="second octet of lab addresses (127.N.0.x)"
     )
+    group.addoption(
+        "--pbx",
+        default="emulator",
+        choices=["emulator", "asterisk"],
+        help="PBX nodes of every lab: the emulator, or real Asterisk containers (docker backend)",
+    )
 
 
 @pytest.fixture(scope="session")
@@ -642,8 +657,9 @@ def lab_session(request: pytest.FixtureRequest) -> Iterator[Lab]:
         faults=[x for x in opt("--lab-faults").split(",") if x],
         net=opt("--lab-net"),
     )
+    topology = _with_pbx_option(request.config, topology)
     run_dir = _run_root(request.config) / _session_stamp(request.config)
-    backend = get_backend(opt("--lab-backend"))
+    backend = _backend_for(request.config, topology)
     lab = Lab(backend, backend.up(topology, run_dir), topology)
     try:
         yield lab

@@ -70,6 +70,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from router.configfile import ConfigError, FieldError, load_section, read_toml
+from router.realtime.schema import QUEUE_STRATEGY_VALUES
 
 ROUTER_HOST = "127.0.0.10"
 SIP_PORT = 5060
@@ -196,6 +197,12 @@ class QueueSpec:
     def __post_init__(self) -> None:
         if not self.name:
             raise FieldError("name", "must not be empty")
+        if self.strategy not in QUEUE_STRATEGY_VALUES:
+            raise FieldError(
+                "strategy",
+                f"must be one of {', '.join(QUEUE_STRATEGY_VALUES)} (Asterisk's "
+                f"queue_strategy_values), got {self.strategy!r}",
+            )
 
     @property
     def interfaces(self) -> list[str]:

@@ -80,6 +80,12 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     ours = [item for item in items if here in Path(str(item.fspath)).parents]
     for item in ours:
         item.add_marker(pytest.mark.lab)
+    if "asterisk" not in (config.getoption("markexpr") or ""):
+        # Real Asterisk containers: only when asked for (scripts/test.sh runs `-m asterisk`).
+        real = pytest.mark.skip(reason="real Asterisk scenario: run with `-m asterisk`")
+        for item in ours:
+            if "asterisk" in item.keywords:
+                item.add_marker(real)
     if config.getoption("--run-slow"):
         return
     skip = pytest.mark.skip(

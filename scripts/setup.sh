@@ -55,3 +55,19 @@ if [ "${SIPLAB_SKIP_DOCKER:-0}" != 1 ]; then
     echo "setup: no Docker engine: tests marked docker will be skipped" >&2
   fi
 fi
+
+# The real Asterisk image (Debian sid's Asterisk 22 on a debootstrapped sid base): the
+# `asterisk`-marked scenarios run against it. About 2 minutes the first time (debootstrap of
+# sid, then apt), cached afterwards by the hash of asterisk-images/asterisk (a few seconds).
+# CI (SIPLAB_REQUIRE_DOCKER=1) fails when it cannot be built; elsewhere those scenarios skip.
+if [ "${SIPLAB_SKIP_DOCKER:-0}" != 1 ] && [ "${SIPLAB_SKIP_ASTERISK:-0}" != 1 ] \
+   && { [ "${SIPLAB_REQUIRE_DOCKER:-0}" = 1 ] || docker info >/dev/null 2>&1; }; then
+  if ! $PY -m lab.docker.images asterisk >/tmp/siplab-asterisk-build.log 2>&1; then
+    tail -n 30 /tmp/siplab-asterisk-build.log >&2
+    if [ "${SIPLAB_REQUIRE_DOCKER:-0}" = 1 ]; then
+      echo "setup: the real Asterisk image could not be built (log: /tmp/siplab-asterisk-build.log)" >&2
+      exit 1
+    fi
+    echo "setup: no real Asterisk image: scenarios marked asterisk will fail or skip" >&2
+  fi
+fi

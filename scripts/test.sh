@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Set up the machine if needed, then run the test suite: unit and in-process tests, SIPp and
 # Kamailio integration, docker-marked tests, the scenario suites against the reference router,
-# and the Kamailio-marked scenarios with Kamailio in the router's seat.
+# the Kamailio-marked scenarios with Kamailio in the router's seat, and the asterisk-marked
+# scenarios with three real Asterisk 22 containers behind the reference router.
 # With arguments, runs just `pytest ARGS` (e.g. `bash scripts/test.sh tests/sip -q`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,3 +13,4 @@ if [ $# -gt 0 ]; then
 fi
 "$PY" -m pytest
 "$PY" -m pytest scenarios -m kamailio --router kamailio
+"$PY" -m pytest scenarios -m asterisk

@@ -8,6 +8,7 @@
 #   SIPLAB_ROUTER_PORT  router SIP port for the `router` AOR contact               (5060)
 #   SIPLAB_TIME_SCALE multiplies dialplan waits and pjsip timer_t1                 (1.0)
 #   SIPLAB_RTP_START / SIPLAB_RTP_END  RTP ports                                   (10000/20000)
+#   SIPLAB_CONTACTS   astdb (per node) or realtime (shared ps_contacts), see sorcery.conf (astdb)
 #   SIPLAB_ASTERISK_ETC  where the configs are written                            (/etc/asterisk)
 #   SIPLAB_RENDER_ONLY=1 render and exit (used by siplab's tests, which cannot build the image)
 set -eu
@@ -39,6 +40,12 @@ TIMER_B=$((T1 * 64))
 FIRST_ROUTER="${ROUTERS%%,*}"
 MATCHES=$(echo "$ROUTERS" | tr ',' '\n' | sed -n 's/^ *\([^ ]\{1,\}\) *$/match=\1/p')
 
+case "${SIPLAB_CONTACTS:-astdb}" in
+    astdb) CONTACT_WIZARD="contact = astdb,registrar" ;;
+    realtime) CONTACT_WIZARD="contact = realtime,ps_contacts" ;;
+    *) echo "siplab-asterisk: SIPLAB_CONTACTS must be astdb or realtime, got $SIPLAB_CONTACTS" >&2; exit 2 ;;
+esac
+export CONTACT_WIZARD
 export NODE BIND PORT DB_USER DB_PASS DB_NAME DB_HOST DB_PORT WAIT_601 WAIT_602 T1 TIMER_B \
     FIRST_ROUTER ROUTER_PORT MATCHES
 export RTP_START="${SIPLAB_RTP_START:-10000}" RTP_END="${SIPLAB_RTP_END:-20000}"

@@ -33,9 +33,19 @@ if [ ! -s "$TARBALL" ]; then
     trap 'rm -rf "$ROOT"' EXIT
     echo "debootstrap $SUITE from $MIRROR into $ROOT" >&2
     debootstrap --variant=minbase --include=ca-certificates "$SUITE" "$ROOT" "$MIRROR"
-    # Same sources as a stock image: the suite, its updates and security.
-    printf 'deb %s %s main\ndeb %s %s-updates main\ndeb http://deb.debian.org/debian-security %s-security main\n' \
-        "$MIRROR" "$SUITE" "$MIRROR" "$SUITE" "$SUITE" > "$ROOT/etc/apt/sources.list"
+    case "$SUITE" in
+    sid|unstable)
+        # sid has no -updates or -security suites. A frozen mirror's sid Release file has an
+        # expired Valid-Until (debootstrap does not check it; apt-get update does).
+        printf 'deb %s %s main\n' "$MIRROR" "$SUITE" > "$ROOT/etc/apt/sources.list"
+        printf 'Acquire::Check-Valid-Until "false";\n' > "$ROOT/etc/apt/apt.conf.d/99siplab-no-valid-until"
+        ;;
+    *)
+        # Same sources as a stock image: the suite, its updates and security.
+        printf 'deb %s %s main\ndeb %s %s-updates main\ndeb http://deb.debian.org/debian-security %s-security main\n' \
+            "$MIRROR" "$SUITE" "$MIRROR" "$SUITE" "$SUITE" > "$ROOT/etc/apt/sources.list"
+        ;;
+    esac
     rm -rf "$ROOT"/var/cache/apt/archives/*.deb "$ROOT"/var/lib/apt/lists/*
     tar -C "$ROOT" --numeric-owner -cf "$TARBALL.tmp" .
     mv "$TARBALL.tmp" "$TARBALL"

@@ -212,6 +212,8 @@ class DockerBackend:
                 "SIPLAB_PORT": str(node.port),
                 "SIPLAB_DB_URL": p.db_url,
                 "SIPLAB_ROUTER": ",".join(routers),
+                "SIPLAB_ROUTER_PORT": str(p.router.port),
+                "SIPLAB_TIME_SCALE": f"{topology.timers.time_scale:g}",
             }
             return self._spec(
                 p.run_dir, node.name, ASTERISK_IMAGE, [], environment=env, depends_on=depends_on
@@ -342,6 +344,7 @@ class DockerBackend:
             link=node.link,
             upstream=node.upstream,
             rules=node.rules,
+            version=_asterisk_version(container) if node.kind == "asterisk" else "",
         )
 
     # -- Backend protocol -----------------------------------------------------------------
@@ -498,6 +501,16 @@ class DockerBackend:
         if container.status == "paused":
             return NodeState.PAUSED
         return NodeState.UP if container.status == "running" else NodeState.DOWN
+
+
+def _asterisk_version(container: Any) -> str:
+    """``asterisk -V`` inside the running node (e.g. ``Asterisk 22.10.1+dfsg+...``)."""
+    try:
+        code, out = container.exec_run(["asterisk", "-V"])
+    except Exception as exc:  # the node answered OPTIONS a moment ago; report, don't fail
+        return f"unknown ({exc})"
+    text = out.decode(errors="replace").strip()
+    return text if code == 0 else f"unknown (asterisk -V exited {code}: {text})"
 
 
 def _find(lab: LabFile, name: str) -> NodeRecord:

@@ -6,8 +6,9 @@ Three images, all ``FROM`` the Debian base that :mod:`lab.docker.base_image` gua
 - ``siplab/emulator``: the siplab package (``pip install`` from the repository), running the
   Asterisk-node emulator by default and the reference router as ``router --config ...``;
 - ``siplab/postgres``: Debian's PostgreSQL with a tiny entrypoint (the lab's realtime DB);
-- ``siplab/asterisk``: real Asterisk from a distribution package. Its base must be a release
-  that packages Asterisk (Debian 12 does not), so it only builds where such a base exists.
+- ``siplab/asterisk``: real Asterisk from a distribution package, by default Debian sid's
+  Asterisk 22 on a debootstrapped ``siplab/debian:sid`` (bookworm and trixie have none); the
+  image's labels record ``asterisk -V`` and the package version.
 
 A build context is staged into a temporary directory: the image's folder under
 ``asterisk-images/`` plus, for the emulator, ``pyproject.toml``, ``README.md``, ``router/``,
@@ -37,8 +38,9 @@ BASE_IMAGE = "siplab/debian:bookworm"
 EMULATOR_IMAGE = "siplab/emulator:latest"
 POSTGRES_IMAGE = "siplab/postgres:15"
 ASTERISK_IMAGE = "siplab/asterisk:latest"
-ASTERISK_BASE = "ubuntu:24.04"
-"""Default base of the Asterisk image: Ubuntu 24.04 packages Asterisk 20 (Debian 12 does not)."""
+ASTERISK_BASE = "siplab/debian:sid"
+"""Default base of the Asterisk image: Debian sid (Asterisk 22), debootstrapped like the
+bookworm base; ``ubuntu:24.04`` (Asterisk 20) is the alternative where a registry serves it."""
 
 SOURCE_DIRS = ("router", "lab", "reports")
 SOURCE_FILES = ("pyproject.toml", "README.md")
@@ -272,6 +274,74 @@ def ensure_postgres_image(
     return BuildResult(tag, seconds, built=True)
 
 
+ASTERISK_LABELS = ("siplab.asterisk-version", "siplab.asterisk-package")
+"""Image labels recording ``asterisk -V`` and the Debian/Ubuntu package version."""
+
+
+def asterisk_source_hash(base: str, repo: Path = REPO_ROOT) -> str:
+    """SHA-256 (16 hex digits) over ``asterisk-images/asterisk`` and the base tag."""
+    h = hashlib.sha256(base.encode() + b"\0")
+    folder = repo / "asterisk-images" / "asterisk"
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        h.update(str(path.relative_to(repo)).encode() + b"\0" + path.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def _ensure_asterisk_base(client: Any, base: str, log: Log) -> None:
+    """``siplab/debian:<suite>`` is debootstrapped; anything else must be present or pullable."""
+    import docker.errors
+
+    if image_exists(client, base):
+        return
+    if base.startswith("siplab/debian:"):
+        from lab.docker.base_image import ensure_base_image
+
+        suite = base.partition(":")[2]
+        ensure_base_image(client, tag=base, suite=suite, try_pull=True, log=log)
+        return
+    name, _, version = base.partition(":")
+    try:
+        client.images.pull(name, tag=version or "latest")
+    except docker.errors.APIError as exc:
+        raise ImageBuildError(
+            f"{ASTERISK_IMAGE}: base image {base} is not here and cannot be pulled ({exc}); "
+            f"the default base {ASTERISK_BASE} is built from Debian sid's packages with "
+            "debootstrap and needs no registry"
+        ) from None
+
+
+def _label_asterisk_version(client: Any, tag: str, log: Log) -> dict[str, str]:
+    """Read /usr/share/siplab-asterisk/VERSION from the built image and add it as labels.
+
+    A Dockerfile cannot label with a value computed during its own build, so a one-line
+    ``FROM tag`` + ``LABEL`` build follows (cached layers, about a second).
+    """
+    import io
+    import json
+
+    out = client.containers.run(
+        tag, entrypoint=["cat", "/usr/share/siplab-asterisk/VERSION"], remove=True
+    )
+    facts = dict(
+        line.split("=", 1) for line in out.decode(errors="replace").splitlines() if "=" in line
+    )
+    labels = {
+        "siplab.asterisk-version": facts.get("version", "").strip(),
+        "siplab.asterisk-package": facts.get("package", "").strip(),
+    }
+    dockerfile = f"FROM {tag}\nLABEL " + " ".join(f"{k}={json.dumps(v)}" for k, v in labels.items())
+    tail: list[str] = []
+    for chunk in client.api.build(
+        fileobj=io.BytesIO(dockerfile.encode()), tag=tag, rm=True, decode=True
+    ):
+        text = chunk.get("stream") or ""
+        tail.extend(text.rstrip().splitlines())
+        if "error" in chunk:
+            raise ImageBuildError(f"{tag}: labelling failed: {chunk['error']}\n" + "\n".join(tail))
+    log(f"{tag}: {labels['siplab.asterisk-version']} (package {labels['siplab.asterisk-package']})")
+    return labels
+
+
 def ensure_asterisk_image(
     client: Any,
     *,
@@ -280,29 +350,30 @@ def ensure_asterisk_image(
     force: bool = False,
     log: Log = _quiet,
 ) -> BuildResult:
-    """Real Asterisk from ``base``'s packages (``base`` must package Asterisk and be pullable or
-    present locally).
+    """Real Asterisk from ``base``'s packages, rebuilt when the recipe or base tag changed.
+
+    ``base`` ``siplab/debian:sid`` (the default) is debootstrapped from the Debian mirror apt
+    uses here; any other base (``ubuntu:24.04``) must be present or pullable.
 
     Raises:
-        ImageBuildError: no such base here, or the build failed.
+        ImageBuildError: no such base, apt or the module check failed (the message names the
+            step and ends with apt's or the build's own lines).
     """
-    import docker.errors
-
-    if not force and image_exists(client, tag):
+    digest = asterisk_source_hash(base)
+    if not force and image_label(client, tag, "siplab.source-hash") == digest:
         return BuildResult(tag, 0.0, built=False)
-    if not image_exists(client, base):
-        name, _, version = base.partition(":")
-        try:
-            client.images.pull(name, tag=version or "latest")
-        except docker.errors.APIError as exc:
-            raise ImageBuildError(
-                f"{tag}: base image {base} is not here and cannot be pulled ({exc}); "
-                "real Asterisk needs a base release that packages it (Ubuntu 24.04 by default; "
-                "Debian 12 has no asterisk package): load one with `docker load` or build it "
-                "with asterisk-images/base/build-base.sh and a mirror of that release"
-            ) from None
-    seconds = build_from_recipe(client, "asterisk", tag, buildargs={"BASE": base}, log=log)
-    return BuildResult(tag, seconds, built=True)
+    started = time.monotonic()
+    _ensure_asterisk_base(client, base, log)
+    build_from_recipe(
+        client, "asterisk", tag, buildargs={"BASE": base, "SOURCE_HASH": digest}, log=log
+    )
+    _label_asterisk_version(client, tag, log)
+    return BuildResult(tag, time.monotonic() - started, built=True)
+
+
+def asterisk_version(client: Any, tag: str = ASTERISK_IMAGE) -> str:
+    """``asterisk -V`` of the image as recorded in its label ('' if unknown)."""
+    return image_label(client, tag, "siplab.asterisk-version") or ""
 
 
 def main(argv: Iterable[str] | None = None) -> int:
@@ -346,12 +417,15 @@ if __name__ == "__main__":
 __all__ = [
     "ASTERISK_BASE",
     "ASTERISK_IMAGE",
+    "ASTERISK_LABELS",
     "BASE_IMAGE",
     "EMULATOR_IMAGE",
     "IMAGES_DIR",
     "POSTGRES_IMAGE",
     "BuildResult",
     "ImageBuildError",
+    "asterisk_source_hash",
+    "asterisk_version",
     "build_from_recipe",
     "build_image",
     "ensure_asterisk_image",

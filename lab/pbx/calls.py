@@ -10,7 +10,9 @@ the per-call processing cost spent. The channel then runs its application:
 * ``answer``: 200 OK with SDP at once; hang up after ``hangup_after`` (scaled) if set.
 * ``dial``: ``Dial(PJSIP/<user>)``: an INVITE to the first live contact of the AOR from
   ``ps_contacts``, with the binding's Path as preloaded Route set (so it travels through the
-  router). No contact: "No URI available. Is endpoint registered?" and the caller gets 480.
+  router). No contact: "No URI available. Is endpoint registered?" and the caller gets 404
+  with ``Reason: Q.850;cause=3`` (after its 100), as measured on Asterisk 22.10 (Dial's
+  CHANUNAVAIL hangup cause 3, "no route to destination", mapped to 404).
 * ``queue``: ``Queue(<name>)``, see ``queuecalls.QueueRunner``.
 
 B2BUA rules, as a bridged pair of Asterisk channels: the callee's 180/183 gives the caller
@@ -207,7 +209,7 @@ class CallManager:
                 self._fail_caller(call, 503, now)
             case "dial":
                 if not self.dial(call, app.target, now, interface=f"PJSIP/{app.target}"):
-                    self._fail_caller(call, 480, now)
+                    self._fail_caller(call, 404, now, reason="Q.850;cause=3")
                 elif app.timeout is not None:
                     call.timers.append(
                         core.scheduler.call_at(
@@ -585,11 +587,15 @@ class CallManager:
             self._event("dial_timeout", call)
             self._fail_caller(call, 480, now)
 
-    def _fail_caller(self, call: Call, status: int, now: float) -> None:
-        """Reject the unanswered caller with ``status`` and hang everything up."""
+    def _fail_caller(
+        self, call: Call, status: int, now: float, *, reason: str | None = None
+    ) -> None:
+        """Reject the unanswered caller with ``status`` (and a ``Reason`` header) and hang
+        everything up."""
         leg = call.caller
         if leg.state in _LIVE_UNANSWERED and leg.server_tx is not None:
-            response = make_response(leg.invite, status, to_tag=leg.local_tag)
+            extra = [("Reason", reason)] if reason else []
+            response = make_response(leg.invite, status, to_tag=leg.local_tag, headers=extra)
             self.core.respond(leg.server_tx, response, now=now)
             leg.state = LegState.TERMINATED
             self._leg_done(leg, now, completed=False)

@@ -18,7 +18,11 @@ Default (what ``DEFAULT_DIALPLAN`` holds)::
     queue = "queue1"
 
 plus ``dial_users = true``: an extension equal to a provisioned endpoint with an AOR runs
-``Dial(PJSIP/<ext>)``. Durations are seconds of the real dialplan; the node multiplies them by
+``Dial(PJSIP/<ext>)``, and so does any extension the real node's catch-all ``_X.`` matches (a
+digit then one or more characters, asterisk-images/asterisk/templates/extensions.conf): such an
+INVITE gets 100, then, with no such endpoint or no contact, 404 with ``Reason: Q.850;cause=3``,
+and an OPTIONS to it 200, as measured on Asterisk 22.10; ``abc`` or ``9`` match nothing: 404
+before any 100. Durations are seconds of the real dialplan; the node multiplies them by
 its ``time_scale``. One dialplan serves every endpoint ``context`` (XXX: real Asterisk would
 look the extension up in the endpoint's context; the lab provisions one context).
 """
@@ -80,9 +84,14 @@ class Dialplan:
         found = self.extensions.get(exten)
         if found is not None:
             return found
-        if self.dial_users and is_user:
+        if self.dial_users and (is_user or catch_all(exten)):
             return Extension("dial", target=exten)
         return None
+
+
+def catch_all(exten: str) -> bool:
+    """Asterisk's ``_X.``: one digit, then one or more characters of any kind."""
+    return len(exten) >= 2 and exten[0] in "0123456789"
 
 
 DEFAULT_DIALPLAN = Dialplan()

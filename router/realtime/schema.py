@@ -8,9 +8,14 @@ Three owners share one database, so every table says whose it is:
   so a real Asterisk (``extconfig.conf``: ``ps_endpoints => pgsql,asterisk``) reads the same rows
   the emulator does. Only the columns that matter to the lab are declared; realtime reads
   ``SELECT *`` and takes the pjsip.conf default for any column that is absent or NULL
-  (SIP-REFERENCE §5.1: "No DB defaults on these tables"). Asterisk's PostgreSQL enum types
-  (``ast_bool_values``, ``yesno_values``, ...) are plain VARCHAR here: the values are the same
-  strings and one DDL then serves SQLite too.
+  (SIP-REFERENCE §5.1: "No DB defaults on these tables"). Compared column by column with the
+  PostgreSQL schema Asterisk's own Alembic scripts create (head 2285f2ace275; snapshot and test
+  in tests/realtime/test_asterisk_schema.py): same names, lengths and numeric types; the one
+  deliberate difference is ``ps_endpoints.aors`` (TEXT, not VARCHAR(2048), see below).
+  Asterisk's enum types (``ast_bool_values``, ``yesno_values``, ...) are VARCHAR here with a
+  CHECK holding the same values (``Column.choices``), so a value Asterisk would refuse is
+  refused here too and one DDL serves SQLite as well; siplab also works on a database created
+  by Asterisk's scripts (real enum types), since it only ever writes those values.
 * **Kamailio** (``utils/kamctl/*-create.sql``): ``location`` (usrloc version 9) and
   ``dispatcher`` (version 4), so Kamailio as the router under test can share the DB.
   ``location.expires`` and ``last_modified`` are **BIGINT epoch seconds**, which is what usrloc
@@ -87,6 +92,8 @@ class Column:
     binary_collation: bool = False
     """Compare bytewise (PostgreSQL ``COLLATE "C"``; SQLite's default already is), so that a
     prefix can be found with a range scan on the index."""
+    choices: tuple[str, ...] = ()
+    """The values of Asterisk's enum type for this column (a CHECK constraint; NULL allowed)."""
 
     def ddl(self, dialect: Dialect) -> str:
         parts = [quote(self.name), self.type.sql(dialect, self.length)]
@@ -96,6 +103,9 @@ class Column:
             parts.append("NOT NULL")
         if self.default is not None:
             parts.append(f"DEFAULT {self.default}")
+        if self.choices:
+            values = ", ".join("'" + v.replace("'", "''") + "'" for v in self.choices)
+            parts.append(f"CHECK ({quote(self.name)} IN ({values}))")
         return " ".join(parts)
 
 
@@ -169,12 +179,39 @@ def _int(name: str, default: str | None = None, *, not_null: bool = False) -> Co
 
 
 _T = ColumnType
-# Asterisk ast_bool / yesno columns: "yes", "no", "true", ... (VARCHAR, see module docstring).
+# Asterisk's PostgreSQL enum types (contrib/ast-db-manage), as CHECKed VARCHAR columns.
+AST_BOOL_VALUES = ("0", "1", "off", "on", "false", "true", "no", "yes")
+YESNO_VALUES = ("yes", "no")
+PJSIP_AUTH_TYPE_VALUES = ("md5", "userpass", "google_oauth")
+PJSIP_DTMF_MODE_VALUES = ("rfc4733", "inband", "info", "auto", "auto_info")
+PJSIP_TIMER_VALUES = ("forced", "no", "required", "yes")
+PJSIP_100REL_VALUES = ("no", "required", "peer_supported", "yes")
+QUEUE_STRATEGY_VALUES = (
+    "ringall",
+    "leastrecent",
+    "fewestcalls",
+    "random",
+    "rrmemory",
+    "linear",
+    "wrandom",
+    "rrordered",
+)
+QUEUE_AUTOPAUSE_VALUES = ("yes", "no", "all")
 _BOOL = 5
 
 
+def _enum(name: str, choices: tuple[str, ...], length: int = _BOOL) -> Column:
+    return Column(name, ColumnType.TEXT, length, choices=choices)
+
+
 def _bools(*names: str) -> tuple[Column, ...]:
-    return tuple(_text(n, _BOOL) for n in names)
+    """``ast_bool_values`` columns."""
+    return tuple(_enum(n, AST_BOOL_VALUES) for n in names)
+
+
+def _yesno(*names: str) -> tuple[Column, ...]:
+    """``yesno_values`` columns (the queues table)."""
+    return tuple(_enum(n, YESNO_VALUES) for n in names)
 
 
 PS_ENDPOINTS = Table(
@@ -192,16 +229,16 @@ PS_ENDPOINTS = Table(
         _text("allow", 200),
         _text("identify_by", 80),
         *_bools("direct_media", "force_rport", "rewrite_contact", "rtp_symmetric"),
-        _text("dtmf_mode", 40),
-        _text("timers", 40),
+        _enum("dtmf_mode", PJSIP_DTMF_MODE_VALUES, 40),
+        _enum("timers", PJSIP_TIMER_VALUES, 40),
         _int("timers_min_se"),
         _int("timers_sess_expires"),
-        _text("100rel", 40),
+        _enum("100rel", PJSIP_100REL_VALUES, 40),
         _text("callerid", 40),
         _text("from_user", 40),
         _text("from_domain", 40),
         *_bools("send_pai", "allow_unauthenticated_options", "inband_progress"),
-        _text("outbound_proxy", 256),
+        _text("outbound_proxy", 255),
         _text("mailboxes", 40),
         _int("device_state_busy_at"),
         _text("deny", 95),
@@ -225,7 +262,7 @@ PS_AUTHS = Table(
     "ps_auths",
     (
         _text("id", 255, not_null=True),
-        _text("auth_type", 20),  # md5 | userpass | google_oauth (pjsip_auth_type_values_v2)
+        _enum("auth_type", PJSIP_AUTH_TYPE_VALUES, 20),  # pjsip_auth_type_values_v2
         _int("nonce_lifetime"),
         _text("md5_cred", 40),
         _text("password", 80),
@@ -296,7 +333,7 @@ PS_ENDPOINT_ID_IPS = Table(
         _text("id", 255, not_null=True),
         _text("endpoint", 255),
         _text("match", 80),
-        _text("srv_lookups", _BOOL),
+        *_bools("srv_lookups"),
         _text("match_header", 255),
         _text("match_request_uri", 255),
     ),
@@ -317,26 +354,25 @@ QUEUES = Table(
         _text("announce", 128),
         _text("context", 128),
         _int("timeout"),
-        _text("ringinuse", _BOOL),
-        *_bools("setinterfacevar", "setqueuevar", "setqueueentryvar"),
+        *_yesno("ringinuse", "setinterfacevar", "setqueuevar", "setqueueentryvar"),
         _int("announce_frequency"),
         _text("announce_holdtime", 128),
         _int("retry"),
         _int("wrapuptime"),
         _int("penaltymemberslimit"),
-        _text("autofill", _BOOL),
-        _text("autopause", _BOOL),
+        *_yesno("autofill"),
+        _enum("autopause", QUEUE_AUTOPAUSE_VALUES),
         _int("autopausedelay"),
-        *_bools("autopausebusy", "autopauseunavail"),
+        *_yesno("autopausebusy", "autopauseunavail"),
         _int("maxlen"),
         _int("servicelevel"),
-        _text("strategy", 20),  # queue_strategy_values
+        _enum("strategy", QUEUE_STRATEGY_VALUES, 20),
         _text("joinempty", 128),
         _text("leavewhenempty", 128),
-        _text("reportholdtime", _BOOL),
+        *_yesno("reportholdtime"),
         _int("memberdelay"),
         _int("weight"),
-        _text("timeoutrestart", _BOOL),
+        *_yesno("timeoutrestart"),
         _text("defaultrule", 128),
         _text("timeoutpriority", 128),
     ),
@@ -355,7 +391,7 @@ QUEUE_MEMBERS = Table(
         # MySQL AUTO_INCREMENT in Asterisk; app_queue ignores a member without it.
         Column("uniqueid", _T.SERIAL, None, not_null=True),
         _int("wrapuptime"),
-        _text("ringinuse", _BOOL),
+        *_bools("ringinuse"),
         _text("reason_paused", 80),
     ),
     primary_key=("queue_name", "interface"),

@@ -1,9 +1,10 @@
 """The real-Asterisk image's entrypoint renders its configs from the environment.
 
-The image cannot be built here (no registry holds a base that packages Asterisk), so its
-entrypoint is run directly with ``SIPLAB_RENDER_ONLY=1`` against the templates in the repository:
-the configs Asterisk would read are checked for the realtime wiring (SIP-REFERENCE §5.1), the
-router endpoint identified by address (§4.3) and the emulator's default dialplan.
+The entrypoint is run directly with ``SIPLAB_RENDER_ONLY=1`` against the templates in the
+repository (no image needed): the configs Asterisk would read are checked for the realtime
+wiring (SIP-REFERENCE §5.1), the router identified by address (§4.3), the module list and the
+emulator's default dialplan. That Asterisk 22 really loads them is checked by the
+``asterisk``-marked scenarios (scenarios/test_asterisk_*.py).
 """
 
 from __future__ import annotations
@@ -75,11 +76,26 @@ def test_asterisk_render_realtime_families_on_postgres(rendered: Path) -> None:
         "queue_members",
     ):
         assert ext[family] == "pgsql,labdb"
-    pg = dict(_sections(rendered / "res_config_pgsql.conf")["general"])
+    # res_config_pgsql reads res_pgsql.conf; a res_config_pgsql.conf would never be read
+    assert not (rendered / "res_config_pgsql.conf").exists()
+    pg = dict(_sections(rendered / "res_pgsql.conf")["general"])
     assert (pg["dbhost"], pg["dbport"], pg["dbname"]) == ("127.77.0.5", "5433", "labdb")
     assert (pg["dbuser"], pg["dbpass"]) == ("siplab", "s3cret")
     modules = _sections(rendered / "modules.conf")["modules"]
-    assert ("preload", "res_config_pgsql.so") in modules
+    assert ("autoload", "no") in modules  # host network: nothing may bind 0.0.0.0 by default
+    loaded = {v for k, v in modules if k == "load"}
+    for needed in (
+        "res_config_pgsql.so",
+        "res_sorcery_realtime.so",
+        "chan_pjsip.so",
+        "res_pjsip_pubsub.so",  # chan_pjsip does not load without it (Asterisk 22)
+        "res_pjsip_registrar.so",
+        "res_pjsip_path.so",
+        "app_queue.so",
+        "res_clioriginate.so",  # `channel originate`
+    ):
+        assert needed in loaded, needed
+    assert "res_pjsip_options.so" not in loaded  # part of res_pjsip since Asterisk 20
 
 
 def test_asterisk_render_sorcery_maps_pjsip_objects_to_realtime(rendered: Path) -> None:
@@ -88,7 +104,9 @@ def test_asterisk_render_sorcery_maps_pjsip_objects_to_realtime(rendered: Path) 
     assert ("endpoint", "realtime,ps_endpoints") in pjsip
     assert ("auth", "realtime,ps_auths") in pjsip
     assert ("aor", "realtime,ps_aors") in pjsip
-    assert ("contact", "realtime,ps_contacts") in pjsip
+    # contacts per node by default: a shared ps_contacts breaks with every node registering
+    # the same contact (see sorcery.conf); SIPLAB_CONTACTS=realtime restores it
+    assert ("contact", "astdb,registrar") in pjsip
     assert ("identify", "realtime,ps_endpoint_id_ips") in sorcery[
         "res_pjsip_endpoint_identifier_ip"
     ]
@@ -134,8 +152,20 @@ def test_asterisk_render_requires_a_db(tmp_path: Path) -> None:
     assert "SIPLAB_DB_URL" in done.stderr
 
 
+def test_asterisk_render_shared_contacts_on_request(tmp_path: Path) -> None:
+    done = _render(tmp_path, SIPLAB_DB_URL=URL, SIPLAB_CONTACTS="realtime")
+    assert done.returncode == 0, done.stderr
+    pjsip = _sections(tmp_path / "sorcery.conf")["res_pjsip"]
+    assert ("contact", "realtime,ps_contacts") in pjsip
+    bad = _render(tmp_path, SIPLAB_DB_URL=URL, SIPLAB_CONTACTS="memory")
+    assert bad.returncode == 2
+    assert "SIPLAB_CONTACTS must be astdb or realtime" in bad.stderr
+
+
 def test_asterisk_dockerfile_base_is_a_build_arg() -> None:
     dockerfile = (ASTERISK / "Dockerfile").read_text()
-    assert "ARG BASE=ubuntu:24.04" in dockerfile
+    assert "ARG BASE=siplab/debian:sid" in dockerfile  # Debian sid carries Asterisk 22
     assert "FROM ${BASE}" in dockerfile
-    assert "res_config_pgsql.so" in dockerfile
+    # the module check reads modules.conf's `load =>` lines at build time
+    assert "siplab step module-check failed" in dockerfile
+    assert "Check-Valid-Until=false" in dockerfile

@@ -97,6 +97,11 @@ time_scale = 0.1
         ('[[pbx]]\nexternal = "localhost"\n', "pbx[0].external", "expected IPv4:PORT"),
         ('[db]\nurl = "mysql://x"\n', "db.url", "expected sqlite"),
         ("[[queues]]\nstrategy = 'ringall'\n", "queues[0].name", "required setting is missing"),
+        (
+            "[[queues]]\nname = 'q'\nstrategy = 'roundrobin'\n",
+            "queues[0].strategy",
+            "queue_strategy_values",
+        ),
         ("[timerz]\nt1 = 1\n", "timerz", "unknown setting"),
     ],
 )

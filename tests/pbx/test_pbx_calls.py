@@ -117,9 +117,13 @@ async def test_dial_user_goes_through_path_and_bridges(
     assert sorted(byes) == ["bye", "ok"]
 
 
-async def test_dial_unregistered_user_gets_480(pbx: PbxCore, router: Peer) -> None:
+async def test_dial_unregistered_user_gets_404_cause_3(pbx: PbxCore, router: Peer) -> None:
+    # Asterisk 22.10, measured: Dial(PJSIP/<user>) with no contact -> 100, then 404 with
+    # "Reason: Q.850;cause=3" (scenarios/test_asterisk_usecases.py shows it on a real node).
     await call(router, pbx, "102")
-    assert (await router.recv_response()).status == 480
+    response = await router.recv_response()
+    assert response.status == 404
+    assert response.headers.get("Reason") == "Q.850;cause=3"
 
 
 async def test_queue_ringall_cancels_the_others_with_reason(

@@ -59,8 +59,9 @@ async def test_invite_600_gets_100_then_200_with_sdp(pbx: PbxCore, router: Peer)
 
 
 async def test_invite_unknown_extension_gets_404_without_100(pbx: PbxCore, router: Peer) -> None:
+    # "abc" matches no extension and not the catch-all _X. (Asterisk 22.10: 404, no 100)
     invite = router.request(
-        "INVITE", f"sip:999@{pbx.local[0]}", to_user="999", to_host=pbx.local[0]
+        "INVITE", f"sip:abc@{pbx.local[0]}", to_user="abc", to_host=pbx.local[0]
     )
     await router.send(invite, pbx.local)
     response = await router.recv_response()
@@ -69,6 +70,25 @@ async def test_invite_unknown_extension_gets_404_without_100(pbx: PbxCore, route
     while not await router.silent(0.1):
         assert isinstance(router.inbox[-1].message, Response)
         assert router.inbox[-1].message.status == 404
+
+
+async def test_invite_numeric_unknown_extension_gets_100_then_404_cause_3(
+    pbx: PbxCore, router: Peer
+) -> None:
+    # 999 matches the catch-all _X. -> Dial(PJSIP/999) fails: Asterisk 22.10 sends 100, then
+    # 404 with "Reason: Q.850;cause=3"; an OPTIONS to 999 gets 200 (the extension exists).
+    invite = router.request(
+        "INVITE", f"sip:999@{pbx.local[0]}", to_user="999", to_host=pbx.local[0]
+    )
+    await router.send(invite, pbx.local)
+    assert (await router.recv_response()).status == 100
+    final = await router.recv_response()
+    assert (final.status, final.headers.get("Reason")) == (404, "Q.850;cause=3")
+    options = router.request(
+        "OPTIONS", f"sip:999@{pbx.local[0]}", to_user="999", to_host=pbx.local[0]
+    )
+    await router.send(options, pbx.local)
+    assert (await router.recv_response()).status == 200
 
 
 async def test_invite_cancel_gets_487(pbx: PbxCore, router: Peer, store: PbxStore) -> None:
