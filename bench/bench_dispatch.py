@@ -92,14 +92,18 @@ def kamailio_argv(workdir: Path, allocator: str) -> list[str]:
 
 def reference_argv(workdir: Path) -> list[str]:
     """The reference router's equivalent of the Kamailio cfg: round robin over the two UAS,
-    record-route, fr_timer 2 s, no probing (the Kamailio side does not probe either)."""
+    record-route, fr_timer 2 s, failover without marking the node inactive, no probing (the
+    Kamailio cfg neither probes nor calls ds_mark_dst: with marking and no probing, one timeout
+    under overload would take a node out of the set for the rest of the run)."""
     workdir.mkdir(parents=True, exist_ok=True)
     dests = "".join(f'[[dispatcher.destinations]]\nuri = "sip:{ip}:{UAS_PORT}"\n' for ip in UAS_IPS)
     path = workdir / "router.toml"
     path.write_text(
         f'[router]\nname = "router"\nlisten = ["udp:{ROUTER_ADDR[0]}:{ROUTER_ADDR[1]}"]\n\n'
         "[timers]\nfr_timer = 2.0\nfr_inv_timer = 40.0\n\n"
-        "[dispatcher]\nalgorithm = 4\n\n" + dests + "\n[dispatcher.probing]\ninterval = 0\n"
+        "[dispatcher]\nalgorithm = 4\nmark_failed = false\n\n"
+        + dests
+        + "\n[dispatcher.probing]\ninterval = 0\n"
     )
     return [sys.executable, "-m", "router.cli", "router", "--config", str(path)]
 

@@ -21,6 +21,7 @@ import errno
 import gc
 import logging
 import socket
+import struct
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -50,6 +51,17 @@ ROUTER_GC_THRESHOLD = (5000, 10, 1000)
 but holds every live transaction (RFC 6026 keeps INVITE transactions 64*T1): a full collection
 then stalls it 0.3-0.9 s. It runs one only after 1,000 second-generation collections."""
 """Collector thresholds while serving (CPython's default is (700, 10, 10))."""
+
+SO_MEMINFO = 55
+"""Linux ``getsockopt(SOL_SOCKET, SO_MEMINFO)``: the socket's memory counters; the first is
+``rmem_alloc``, the bytes queued in its receive buffer (datagrams not read yet, with overhead)."""
+OVERLOAD_BEHIND = 0.10
+"""Receive queue above this share of the buffer (at least :data:`OVERLOAD_MIN_BYTES`, at most
+half of it): the node is behind, the core sheds new work (the router answers new INVITEs 503)."""
+OVERLOAD_MIN_BYTES = 256 * 1024
+"""Far behind is halfway between "behind" and a full buffer: INVITEs are then dropped before
+parsing (counted), so the work already accepted (responses, ACK, BYE, CANCEL) still gets
+through before the buffer overflows."""
 
 _gc_tuned = False
 
@@ -132,6 +144,9 @@ class SipDriver:
         self._timer_scope: trio.CancelScope | None = None
         self._nursery: trio.Nursery | None = None
         self._stats = DriverStatistics()
+        # Overload control, only for a core that can shed (the router): see _backlog_level.
+        self._set_overload = getattr(core, "set_overload", None)
+        self._overload = 0
         self.bound_udp: list[Address] = []
         self.bound_tcp: list[Address] = []
 
@@ -283,17 +298,59 @@ class SipDriver:
                     stats.drops[f"udp_recv_{errno.errorcode.get(exc.errno or 0, 'error')}"] += 1
                     continue
                 stats.datagrams_in += 1
-                inbound = inbounds.get(source)
-                if inbound is None:
-                    if len(inbounds) >= INBOUND_CACHE:
-                        inbounds.clear()
-                    inbound = inbounds[source] = Inbound("udp", (source[0], source[1]), local)
-                self._deliver(data, inbound)
                 handled += 1
+                if self._overload == 2 and data[:7] == b"INVITE ":
+                    # Far behind: new calls are refused before any parsing (the UAC
+                    # retransmits, by then the backlog may be gone); accepted calls proceed.
+                    stats.drops["overload_invite"] += 1
+                else:
+                    inbound = inbounds.get(source)
+                    if inbound is None:
+                        if len(inbounds) >= INBOUND_CACHE:
+                            inbounds.clear()
+                        inbound = inbounds[source] = Inbound("udp", (source[0], source[1]), local)
+                    self._deliver(data, inbound)
                 if handled % BATCH == 0:
+                    if self._set_overload is not None:
+                        self._change_overload(self._backlog_level(sock))
                     self.flush()
                     await trio.lowlevel.checkpoint()
+            if self._overload:
+                self._change_overload(0)  # the socket is empty: caught up
             self.flush()
+
+    # -- overload ---------------------------------------------------------------------------
+
+    def _backlog_level(self, sock: socket.socket) -> int:
+        """0 normal, 1 behind, 2 far behind, from the bytes waiting in the receive buffer.
+
+        Measured every :data:`BATCH` datagrams while draining (one getsockopt), never per
+        datagram. Queue bytes are the one signal that sees the backlog before the kernel drops:
+        once the buffer is full, datagrams are lost unseen and the peers' retransmissions make
+        the load grow (the collapse of an unprotected proxy at 1.5x its capacity).
+        """
+        try:
+            queued = struct.unpack_from("I", sock.getsockopt(socket.SOL_SOCKET, SO_MEMINFO, 36))[0]
+            size = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+        except OSError:  # not Linux: no overload control
+            return 0
+        behind = min(max(OVERLOAD_BEHIND * size, OVERLOAD_MIN_BYTES), size / 2)
+        if queued >= (behind + size) / 2:
+            return 2
+        return 1 if queued >= behind else 0
+
+    def _change_overload(self, level: int) -> None:
+        if level == self._overload:
+            return
+        if level == 2 and self._overload < 2:
+            log.warning("receive backlog far behind: dropping INVITEs before parsing")
+        self._overload = level
+        assert self._set_overload is not None
+        try:
+            self._set_overload(level)
+        except Exception:
+            self._stats.drops["core_error"] += 1
+            log.exception("core raised in set_overload")
 
     async def _tcp_accepted(self, stream: trio.SocketStream) -> None:
         peer = stream.socket.getpeername()[:2]
