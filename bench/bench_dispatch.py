@@ -48,6 +48,7 @@ from bench.harness import (
     start_uas_pair,
 )
 from lab.engines import uac_call
+from lab.engines.sipp_scenarios import ScenarioRole, SippScenario
 from lab.routers.kamailio import kamailio_binary
 
 UAC_IP = "127.77.0.1"
@@ -108,6 +109,32 @@ def reference_argv(workdir: Path) -> list[str]:
     return [sys.executable, "-m", "router.cli", "router", "--config", str(path)]
 
 
+def uac_call_or_503() -> SippScenario:
+    """:func:`lab.engines.uac_call` that also takes a 503 to its INVITE (overload shedding):
+    ACK it (hop by hop, §17.1.1.3) and end the call; counted by the ``503`` receive element,
+    so completed calls = successful - 503s."""
+    base = uac_call(0)
+    shed = (
+        '  <label id="shed"/>\n  <send>\n    <![CDATA[\n\n'
+        "ACK sip:[service]@[remote_ip]:[remote_port] SIP/2.0\n[last_Via:]\n"
+        "From: <sip:sipp@[local_ip]:[local_port]>;tag=[pid]T[call_number]\n[last_To:]\n"
+        "Call-ID: [call_id]\nCSeq: 1 ACK\nMax-Forwards: 70\nContent-Length: 0\n\n"
+        "    ]]>\n  </send>\n"
+    )
+    xml = base.xml.replace(
+        '<recv response="100" optional="true"/>\n',
+        '<recv response="100" optional="true"/>\n'
+        '  <recv response="503" optional="true" next="shed"/>\n',
+        1,
+    )
+    head, sep, tail = xml.rpartition('<recv response="200" crlf="true"/>\n')
+    if not sep or 'next="shed"' not in xml:
+        raise BenchError("uac_call changed shape: cannot add the 503 branch")
+    xml = head + sep + '  <pause milliseconds="0" next="done"/>\n' + shed
+    xml += '  <label id="done"/>\n' + tail
+    return SippScenario("uac_call_or_503", ScenarioRole.UAC, xml)
+
+
 def start_router(name: str, workdir: Path) -> RunningRouter:
     if name == "reference":
         argv = reference_argv(workdir)
@@ -138,7 +165,7 @@ def overload(router: RunningRouter, opts: Options, workdir: Path) -> list[StepFi
 
     def heavy() -> None:
         results["overload"] = run_step(
-            router, uac_call(0), uac_ip=UAC_IP, remote=ROUTER_ADDR,
+            router, uac_call_or_503(), uac_ip=UAC_IP, remote=ROUTER_ADDR,
             rate=opts.overload_rate or 1.0, step_s=opts.overload_s,
             workdir=workdir / "overload",
         )  # fmt: skip

@@ -223,7 +223,8 @@ class StepFigure:
             f"ok={self.successful}/{self.placed} failed={self.failed} "
             f"retrans={self.retransmissions} drops={sum(self.drops.values())}  "
             f"cpu={self.cpu_percent:3.0f}% {self.cpu_ms_per_call:.3f} ms/call  "
-            f"p99={p99} ms  {verdict}"
+            f"p99={p99} ms  completed {self.completed_cps:.0f}/s 503s={self.answered_503}  "
+            f"{verdict}"
         )
 
     def record(self, **extra: object) -> dict[str, object]:
@@ -298,7 +299,8 @@ def judge(
         reasons.append(f"{result.retransmissions} retrans")
     if moved:
         reasons.append(f"{sum(moved.values())} drops at " + ",".join(moved))
-    completed_cps = result.successful / max(result.elapsed_s, step_s)
+    shed = result.count("503")
+    completed_cps = (result.successful - shed) / max(result.elapsed_s, step_s)
     return StepFigure(
         router=name,
         rate=rate,
@@ -313,7 +315,7 @@ def judge(
         p99_ms=result.p99_ms,
         p50_ms=result.p50_ms,
         completed_cps=round(completed_cps, 1),
-        answered_503=result.count("503"),
+        answered_503=shed,
         passed=not reasons,
         reason="; ".join(reasons),
     )

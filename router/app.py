@@ -135,8 +135,9 @@ class RouterCore:
         """Calls up (2xx passed, no BYE yet): the dialogs gauge and call-load accounting."""
         """Transport of each request between receive and the policy (by id of the message)."""
         self._myself = {(h, p) for h, p in config.listen_addresses()}
-        self.overload = 0
-        """The driver's receive backlog (0 normal, 1 behind, 2 far behind): see set_overload."""
+        self.overload = 0.0
+        """The driver's overload pressure, 0.0 (normal) to 1.0 (far behind): see set_overload."""
+        self._shed_credit = 0.0
         self.shed: Counter[str] = Counter()
         """New requests refused because of overload, by how (e.g. ``invite_503``)."""
         self._to_tag = new_tag()
@@ -238,21 +239,29 @@ class RouterCore:
                 return
         self._process(now)
 
-    def set_overload(self, level: int) -> None:
-        """The driver's receive backlog: 0 normal, 1 behind, 2 far behind.
+    def set_overload(self, pressure: float) -> None:
+        """The driver's receive backlog as a pressure, 0.0 (normal) to 1.0 (far behind).
 
-        Behind, a new INVITE (no To tag, no transaction yet) is answered 503 with Retry-After
-        at once, statelessly (RFC 3261 §21.5.4: "temporarily unable to process the request due
-        to a temporary overloading"); far behind, the driver drops INVITEs before parsing.
-        Everything already accepted -- responses, ACK, BYE, CANCEL, retransmissions -- is still
-        handled, so calls in progress complete while the excess is refused cheaply.
+        Under pressure p, that share of new INVITEs (no To tag, no transaction yet) is answered
+        503 with Retry-After at once, statelessly (RFC 3261 §21.5.4: "temporarily unable to
+        process the request due to a temporary overloading"); the others are routed. At 1.0 the
+        driver drops INVITEs before parsing. Everything already accepted -- responses, ACK,
+        BYE, CANCEL, retransmissions -- is still handled, so calls in progress complete while
+        the excess is refused cheaply, and the router keeps completing calls at its capacity.
         """
-        self.overload = level
+        self.overload = pressure
+        if not pressure:
+            self._shed_credit = 0.0
 
     def _shed_invite(self, request: Request, inbound: Inbound) -> bool:
         try:
             if request.to.tag is not None or self.layer.find_server(request) is not None:
                 return False  # a re-INVITE or a retransmission: handled as usual
+            # Shed exactly the share `overload` of new INVITEs, evenly spread (no RNG).
+            self._shed_credit += self.overload
+            if self._shed_credit < 1.0:
+                return False
+            self._shed_credit -= 1.0
             response = make_response(
                 request, 503, to_tag=self._to_tag, headers=(("Retry-After", str(RETRY_AFTER)),)
             )

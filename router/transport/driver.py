@@ -57,7 +57,8 @@ SO_MEMINFO = 55
 ``rmem_alloc``, the bytes queued in its receive buffer (datagrams not read yet, with overhead)."""
 OVERLOAD_BEHIND = 0.10
 """Receive queue above this share of the buffer (at least :data:`OVERLOAD_MIN_BYTES`, at most
-half of it): the node is behind, the core sheds new work (the router answers new INVITEs 503)."""
+half of it): the node is behind, the core sheds a share of new work that grows with the queue
+(the router answers that share of new INVITEs 503)."""
 OVERLOAD_MIN_BYTES = 256 * 1024
 """Far behind is halfway between "behind" and a full buffer: INVITEs are then dropped before
 parsing (counted), so the work already accepted (responses, ACK, BYE, CANCEL) still gets
@@ -146,7 +147,7 @@ class SipDriver:
         self._stats = DriverStatistics()
         # Overload control, only for a core that can shed (the router): see _backlog_level.
         self._set_overload = getattr(core, "set_overload", None)
-        self._overload = 0
+        self._overload = 0.0
         self.bound_udp: list[Address] = []
         self.bound_tcp: list[Address] = []
 
@@ -299,7 +300,7 @@ class SipDriver:
                     continue
                 stats.datagrams_in += 1
                 handled += 1
-                if self._overload == 2 and data[:7] == b"INVITE ":
+                if self._overload >= 1.0 and data[:7] == b"INVITE ":
                     # Far behind: new calls are refused before any parsing (the UAC
                     # retransmits, by then the backlog may be gone); accepted calls proceed.
                     stats.drops["overload_invite"] += 1
@@ -316,13 +317,14 @@ class SipDriver:
                     self.flush()
                     await trio.lowlevel.checkpoint()
             if self._overload:
-                self._change_overload(0)  # the socket is empty: caught up
+                self._change_overload(0.0)  # the socket is empty: caught up
             self.flush()
 
     # -- overload ---------------------------------------------------------------------------
 
-    def _backlog_level(self, sock: socket.socket) -> int:
-        """0 normal, 1 behind, 2 far behind, from the bytes waiting in the receive buffer.
+    def _backlog_level(self, sock: socket.socket) -> float:
+        """Overload pressure from the bytes waiting in the receive buffer: 0.0 below "behind",
+        rising linearly to 1.0 at "far behind" (INVITEs then dropped before parsing).
 
         Measured every :data:`BATCH` datagrams while draining (one getsockopt), never per
         datagram. Queue bytes are the one signal that sees the backlog before the kernel drops:
@@ -330,24 +332,26 @@ class SipDriver:
         the load grow (the collapse of an unprotected proxy at 1.5x its capacity).
         """
         try:
-            queued = struct.unpack_from("I", sock.getsockopt(socket.SOL_SOCKET, SO_MEMINFO, 36))[0]
+            meminfo = sock.getsockopt(socket.SOL_SOCKET, SO_MEMINFO, 36)
             size = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
         except OSError:  # not Linux: no overload control
-            return 0
+            return 0.0
+        queued = struct.unpack_from("I", meminfo)[0]
         behind = min(max(OVERLOAD_BEHIND * size, OVERLOAD_MIN_BYTES), size / 2)
-        if queued >= (behind + size) / 2:
-            return 2
-        return 1 if queued >= behind else 0
+        far = (behind + size) / 2
+        if queued < behind:
+            return 0.0
+        return min(1.0, (queued - behind) / (far - behind))
 
-    def _change_overload(self, level: int) -> None:
-        if level == self._overload:
+    def _change_overload(self, pressure: float) -> None:
+        if pressure == self._overload:
             return
-        if level == 2 and self._overload < 2:
+        if pressure >= 1.0 > self._overload:
             log.warning("receive backlog far behind: dropping INVITEs before parsing")
-        self._overload = level
+        self._overload = pressure
         assert self._set_overload is not None
         try:
-            self._set_overload(level)
+            self._set_overload(pressure)
         except Exception:
             self._stats.drops["core_error"] += 1
             log.exception("core raised in set_overload")
