@@ -169,6 +169,25 @@ class RunningRouter:
         return process_tree_cpu(self.pid)
 
 
+def pin_tree(pid: int, cpu: int = ROUTER_CPU) -> int:
+    """Move ``pid`` and every live descendant (Kamailio's forked workers) to ``cpu``; returns
+    how many processes were pinned."""
+    children: dict[int, list[int]] = {}
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit() and (fields := _stat_fields(int(entry.name))) is not None:
+            children.setdefault(int(fields[1]), []).append(int(entry.name))
+    todo, pinned_count = [pid], 0
+    while todo:
+        current = todo.pop()
+        try:
+            os.sched_setaffinity(current, {cpu})
+            pinned_count += 1
+        except OSError:
+            pass  # ended meanwhile
+        todo.extend(children.get(current, ()))
+    return pinned_count
+
+
 def start_pinned_router(
     name: str, argv: Sequence[str], address: tuple[str, int], workdir: Path
 ) -> RunningRouter:
