@@ -58,7 +58,7 @@ from router.sip.transaction.events import (
     TransportError,
 )
 from router.sip.transaction.layer import TransactionLayer
-from router.transport.base import Inbound, Outgoing
+from router.transport.base import Inbound, Outgoing, TransportName
 
 log = logging.getLogger("siplab.router")
 
@@ -363,7 +363,7 @@ class RouterCore:
             dest = self._reply_destination(ctx.request, ctx.source, ctx.transport)
             self.layer.send_stateless(response, dest, reliable=ctx.transport == "tcp")
             return
-        self.layer.respond(tx, response, now=self.now)  # type: ignore[arg-type]
+        self.layer.respond(tx, response, now=self.now)
 
     def relay(self, ctx: RequestContext, target: Target) -> bool:
         req = ctx.request
@@ -533,7 +533,7 @@ class RouterCore:
     def _send(self, ev: Send) -> None:
         msg = ev.message
         data = serialize(msg)
-        transport = "tcp" if ev.reliable else "udp"
+        transport: TransportName = "tcp" if ev.reliable else "udp"
         if self.events.active:
             kind = "retransmit" if ev.retransmission else "sip"
             self.events.message("out", msg, ev.dest, transport=transport, data=data, kind=kind)

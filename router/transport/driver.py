@@ -345,7 +345,7 @@ class SipDriver:
             size = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
         except OSError:  # not Linux: no overload control
             return 0.0
-        queued = struct.unpack_from("I", meminfo)[0]
+        queued: int = struct.unpack_from("I", meminfo)[0]
         behind = min(max(OVERLOAD_BEHIND * size, OVERLOAD_MIN_BYTES), size / 2)
         far = (behind + size) / 2
         if queued < behind:
