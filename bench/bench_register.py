@@ -1,39 +1,54 @@
-"""Benchmark: registrations per second with digest auth, reference router vs Kamailio.
+"""Benchmark: registrations per second with digest auth, reference router vs Kamailio 5.6.
 
-Same users (500 by default, provisioned in one SQLite realtime DB per router: Asterisk's
-``ps_auths`` for auth, Kamailio's ``location`` for bindings), same SIPp REGISTER-with-auth
-scenario, same machine, one after the other:
+The harness of :mod:`bench.harness` (PERFORMANCE.md): the router alone on CPU 1, the SIPp UAC on
+CPU 0, constant-rate steps, a step passes when every registration completed (REGISTER -> 401 ->
+REGISTER with digest -> 200), 0 failed, 0 retransmissions and no UDP socket drop; router CPU
+over the load phase only. Same users (500 by default) provisioned in one SQLite realtime DB per
+router (Asterisk's ``ps_auths`` for auth, Kamailio's ``location`` for bindings):
 
-1. Kamailio 5.6 (Debian) sized like production: 1 worker, ``-m 2048``, ``auth_db`` on
-   ``ps_auths`` (column mapping), ``registrar``/``usrloc`` db_mode 1 (write-through) with
-   ``db_sqlite`` (lab/routers/kamailio).
-2. The reference router, 1 worker (it has one), registrar with grouped commits, SQLite
-   ``synchronous=FULL``.
+- ``kamailio``: Kamailio 5.6 (Debian), 1 worker, ``-m 2048``, ``auth_db`` on ``ps_auths``,
+  ``registrar``/``usrloc`` db_mode 1 (write-through) with ``db_sqlite`` (lab/routers/kamailio);
+  every process of it pinned on CPU 1 once it answers.
+- ``reference``: 1 process, registrar with grouped commits, SQLite ``synchronous=FULL``.
 
-Both: no registration forwarding (``forward = none``), so only the registrar is measured. One
-registration = challenge + authenticated REGISTER + 200. Prints each max rate (< 0.1 % failed
-per step), and the ratio. Numbers only; nothing here asserts a speed.
+Both: no registration forwarding (``forward = none``), so only the registrar is measured. Steps
+re-register the users (SEQUENTIAL wraps around): each REGISTER updates a binding. Results are
+appended to ``bench/results/register.jsonl``; the CPS-vs-CPU plot goes to the run folder.
 
-Run: ``python -m bench.bench_register [--users 500] [--step-s 4] [--start 100]``
+Run: ``python -m bench.bench_register --quick`` or
+``python -m bench.bench_register --rates 500,1000,2000 --step-s 15``
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
-from bench.peers import CapacitySearch, CapacityStep, find_max_cps
-from lab.engines import SippRun, uac_register, wait_sip_ready
-from lab.procs import start_process
+from bench.bench_dispatch import _floats, _git_commit
+from bench.harness import (
+    BenchError,
+    RunningRouter,
+    StepFigure,
+    append_history,
+    cpu_plot_svg,
+    pin_tree,
+    require_tools,
+    run_step,
+    start_pinned_router,
+)
+from lab.engines import uac_register
 from router.realtime import connect, write_sipp_csv
 
-UAC_IP = "127.0.0.42"
-KAMAILIO_ADDR = ("127.0.0.43", 5060)
-REFERENCE_ADDR = ("127.0.0.44", 5060)
+UAC_IP = "127.77.0.41"
+KAMAILIO_ADDR = ("127.77.0.43", 5060)
+REFERENCE_ADDR = ("127.77.0.44", 5060)
 DOMAIN = "siplab.local"
+HISTORY = Path(__file__).parent / "results" / "register.jsonl"
+ROUTERS = ("kamailio", "reference")
 
 
 def provision(folder: Path, users: int) -> tuple[str, Path]:
@@ -47,58 +62,9 @@ def provision(folder: Path, users: int) -> tuple[str, Path]:
     return url, csv
 
 
-def _print_step(name: str) -> Callable[[CapacityStep], None]:
-    def show(step: CapacityStep) -> None:
-        r = step.result
-        verdict = "pass" if step.passed else f"FAIL ({step.reason})"
-        p95 = f"{r.p95_ms:.0f}" if r.p95_ms is not None else "-"
-        print(
-            f"  [{name}] {step.target_cps:7.0f} reg/s target  {r.achieved_cps:7.0f} achieved  "
-            f"ok={r.successful} failed={r.failed} retrans={r.retransmissions} p95={p95} ms  {verdict}",
-            flush=True,
-        )
-
-    return show
-
-
-def _search(
-    name: str,
-    address: tuple[str, int],
-    csv: Path,
-    workdir: Path,
-    *,
-    start: float,
-    step_s: float,
-    users: int,
-) -> CapacitySearch:
-    scenario = uac_register(expires=3600)
-
-    def make(rate: float, max_calls: int, timeout_s: float) -> SippRun:
-        return SippRun(
-            scenario=scenario,
-            local_ip=UAC_IP,
-            remote=address,
-            rate=rate,
-            max_calls=max_calls,
-            injection=csv,
-            timeout_s=timeout_s,
-        )
-
-    # A step re-registers users (SEQUENTIAL wraps around): each REGISTER updates a binding.
-    return find_max_cps(
-        start,
-        make,
-        workdir=workdir,
-        step_s=step_s,
-        on_step=_print_step(name),
-        max_target=float(users) * 10,
-    )
-
-
-def measure_kamailio(workdir: Path, users: int, *, start: float, step_s: float) -> CapacitySearch:
+def start_kamailio(workdir: Path, url: str) -> RunningRouter:
     from lab.routers.kamailio.router import KamailioRouterParams, start_kamailio_router
 
-    url, csv = provision(workdir / "db", users)
     params = KamailioRouterParams(
         listen_ip=KAMAILIO_ADDR[0],
         listen_port=KAMAILIO_ADDR[1],
@@ -114,16 +80,12 @@ def measure_kamailio(workdir: Path, users: int, *, start: float, step_s: float) 
         max_failures_per_user=10**6,
     )
     handle = start_kamailio_router(params, workdir / "kamailio")
-    try:
-        return _search(
-            "kamailio", KAMAILIO_ADDR, csv, workdir / "uac", start=start, step_s=step_s, users=users
-        )
-    finally:
-        handle.stop()
+    pin_tree(handle.pid)
+    return RunningRouter("kamailio", handle.pid, handle.stop)
 
 
-def measure_reference(workdir: Path, users: int, *, start: float, step_s: float) -> CapacitySearch:
-    url, csv = provision(workdir / "db", users)
+def start_reference(workdir: Path, url: str) -> RunningRouter:
+    workdir.mkdir(parents=True, exist_ok=True)
     cfg = workdir / "router.toml"
     cfg.write_text(
         f'[router]\nlisten = ["udp:{REFERENCE_ADDR[0]}:{REFERENCE_ADDR[1]}"]\n\n'
@@ -131,51 +93,80 @@ def measure_reference(workdir: Path, users: int, *, start: float, step_s: float)
         f'[registrar]\ndb = "{url}"\nforward = "none"\ndomain = "{DOMAIN}"\n'
         "max_failures_per_source = 1000000\nmax_failures_per_user = 1000000\n"
     )
-    proc = start_process(
-        [sys.executable, "-m", "router.cli", "router", "--config", str(cfg)],
-        name="router",
-        log_dir=workdir,
-    )
+    argv = [sys.executable, "-m", "router.cli", "router", "--config", str(cfg)]
+    return start_pinned_router("reference", argv, REFERENCE_ADDR, workdir)
+
+
+def measure(
+    name: str, workdir: Path, users: int, rates: Sequence[float], step_s: float
+) -> list[StepFigure]:
+    url, csv = provision(workdir / "db", users)
+    if name == "kamailio":
+        router, address = start_kamailio(workdir, url), KAMAILIO_ADDR
+    else:
+        router, address = start_reference(workdir, url), REFERENCE_ADDR
+    figures = []
     try:
-        wait_sip_ready(*REFERENCE_ADDR, timeout=15.0, alive=proc.is_running, local_ip=UAC_IP)
-        return _search(
-            "reference",
-            REFERENCE_ADDR,
-            csv,
-            workdir / "uac",
-            start=start,
-            step_s=step_s,
-            users=users,
-        )
+        for rate in rates:
+            fig = run_step(
+                router, uac_register(expires=3600), uac_ip=UAC_IP, remote=address,
+                rate=rate, step_s=step_s, workdir=workdir / f"step_{rate:.0f}", injection=csv,
+            )  # fmt: skip
+            print(fig.line(), flush=True)
+            figures.append(fig)
+            time.sleep(2.0)
     finally:
-        proc.stop()
+        router.stop()
+    return figures
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", type=Path, default=None)
     parser.add_argument("--users", type=int, default=500)
-    parser.add_argument("--start", type=float, default=100.0)
-    parser.add_argument("--step-s", type=float, default=4.0)
+    parser.add_argument("--rates", type=_floats, default=(500.0, 1000.0, 2000.0))
+    parser.add_argument("--step-s", type=float, default=15.0)
+    parser.add_argument("--routers", default=",".join(ROUTERS), help=",".join(ROUTERS))
+    parser.add_argument("--quick", action="store_true", help="5 s steps at 500 and 1,000/s")
+    parser.add_argument("--no-history", action="store_true")
+    parser.add_argument("--note", default="")
     args = parser.parse_args(argv)
+    if args.quick:
+        args.rates, args.step_s = (500.0, 1000.0), 5.0
+    names = [n.strip() for n in args.routers.split(",") if n.strip()]
+    if not names or any(n not in ROUTERS for n in names):
+        parser.error(f"--routers: choose from {','.join(ROUTERS)}")
     workdir = (
         args.workdir or Path("runs") / f"bench_register_{time.strftime('%Y%m%d-%H%M%S')}"
     ).resolve()
-    print(
-        f"bench_register: run folder {workdir}; {args.users} users; 1 worker each; Kamailio -m 2048",
-        flush=True,
-    )
-    kam = measure_kamailio(workdir / "kamailio", args.users, start=args.start, step_s=args.step_s)
-    ref = measure_reference(workdir / "reference", args.users, start=args.start, step_s=args.step_s)
+    print(f"bench_register: run folder {workdir}; {args.users} users; 1 worker each", flush=True)
+    try:
+        require_tools("taskset", "sipp")
+        figures = [
+            f for n in names for f in measure(n, workdir / n, args.users, args.rates, args.step_s)
+        ]
+    except BenchError as exc:
+        print(f"bench_register: {exc}", file=sys.stderr)
+        return 2
     print()
-    print(
-        f"kamailio   max {kam.max_cps:8.0f} registrations/s (auth_db + registrar, db_sqlite, 1 worker, -m 2048)"
-    )
-    print(
-        f"reference  max {ref.max_cps:8.0f} registrations/s (1 worker, grouped commits, SQLite FULL)"
-    )
-    if kam.max_cps > 0:
-        print(f"ratio reference / kamailio = {ref.max_cps / kam.max_cps:.2f}")
+    for name in names:
+        mine = [f for f in figures if f.router == name]
+        held = max((f.rate for f in mine if f.passed), default=0.0)
+        ms = statistics.median(f.cpu_ms_per_call for f in mine) if mine else 0.0
+        print(
+            f"{name:10s} holds {held:6.0f} registrations/s; median {ms:.3f} ms CPU per registration"
+        )
+    plot = workdir / "cpu.svg"
+    plot.write_text(cpu_plot_svg(figures, "registrar: router CPU vs offered registrations/s"))
+    print(f"plot: {plot}")
+    if not args.no_history:
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        commit = _git_commit()
+        append_history(
+            HISTORY,
+            (f.record(phase="register", at=stamp, commit=commit, note=args.note) for f in figures),
+        )
+        print(f"history: appended {len(figures)} rows to {HISTORY}")
     return 0
 
 

@@ -58,11 +58,14 @@ from router.sip.transaction.events import (
     TransportError,
 )
 from router.sip.transaction.layer import TransactionLayer
-from router.transport.base import Inbound, Outgoing
+from router.transport.base import Inbound, Outgoing, TransportName
 
 log = logging.getLogger("siplab.router")
 
 Policy = Callable[[RequestContext], None]
+
+RETRY_AFTER = 5
+"""Seconds in the Retry-After of a 503 sent because of overload."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,6 +135,11 @@ class RouterCore:
         """Calls up (2xx passed, no BYE yet): the dialogs gauge and call-load accounting."""
         """Transport of each request between receive and the policy (by id of the message)."""
         self._myself = {(h, p) for h, p in config.listen_addresses()}
+        self.overload = 0.0
+        """The driver's overload pressure, 0.0 (normal) to 1.0 (far behind): see set_overload."""
+        self._shed_credit = 0.0
+        self.shed: Counter[str] = Counter()
+        """New requests refused because of overload, by how (e.g. ``invite_503``)."""
         self._to_tag = new_tag()
         self._describe_metrics()
         # Router part 2: registrar, digest auth, registration forwarding (when configured).
@@ -201,6 +209,8 @@ class RouterCore:
         reliable = inbound.transport == "tcp"
         if isinstance(message, Request):
             self.metrics.add("requests_total", (("method", message.method),))
+            if self.overload and message.method == "INVITE" and self._shed_invite(message, inbound):
+                return
             try:
                 top = message.top_via
                 stamped = add_received_rport(top, inbound.source)
@@ -228,6 +238,40 @@ class RouterCore:
                 self._drop("bad_response", inbound, str(exc))
                 return
         self._process(now)
+
+    def set_overload(self, pressure: float) -> None:
+        """The driver's receive backlog as a pressure, 0.0 (normal) to 1.0 (far behind).
+
+        Under pressure p, that share of new INVITEs (no To tag, no transaction yet) is answered
+        503 with Retry-After at once, statelessly (RFC 3261 §21.5.4: "temporarily unable to
+        process the request due to a temporary overloading"); the others are routed. At 1.0 the
+        driver drops INVITEs before parsing. Everything already accepted -- responses, ACK,
+        BYE, CANCEL, retransmissions -- is still handled, so calls in progress complete while
+        the excess is refused cheaply, and the router keeps completing calls at its capacity.
+        """
+        self.overload = pressure
+        if not pressure:
+            self._shed_credit = 0.0
+
+    def _shed_invite(self, request: Request, inbound: Inbound) -> bool:
+        try:
+            if request.to.tag is not None or self.layer.find_server(request) is not None:
+                return False  # a re-INVITE or a retransmission: handled as usual
+            # Shed exactly the share `overload` of new INVITEs, evenly spread (no RNG).
+            self._shed_credit += self.overload
+            if self._shed_credit < 1.0:
+                return False
+            self._shed_credit -= 1.0
+            response = make_response(
+                request, 503, to_tag=self._to_tag, headers=(("Retry-After", str(RETRY_AFTER)),)
+            )
+            dest = self._reply_destination(request, inbound.source, inbound.transport)
+        except SipError:
+            return False  # let the normal path answer the malformed request
+        self.shed["invite_503"] += 1
+        self.metrics.add("responses_total", (("code", "503"), ("dir", "out")))
+        self._outgoing.append(Outgoing(serialize(response), dest, inbound.transport))
+        return True
 
     def handle_timers(self, *, now: float) -> None:
         self.now = now
@@ -319,7 +363,7 @@ class RouterCore:
             dest = self._reply_destination(ctx.request, ctx.source, ctx.transport)
             self.layer.send_stateless(response, dest, reliable=ctx.transport == "tcp")
             return
-        self.layer.respond(tx, response, now=self.now)  # type: ignore[arg-type]
+        self.layer.respond(tx, response, now=self.now)
 
     def relay(self, ctx: RequestContext, target: Target) -> bool:
         req = ctx.request
@@ -489,7 +533,7 @@ class RouterCore:
     def _send(self, ev: Send) -> None:
         msg = ev.message
         data = serialize(msg)
-        transport = "tcp" if ev.reliable else "udp"
+        transport: TransportName = "tcp" if ev.reliable else "udp"
         if self.events.active:
             kind = "retransmit" if ev.retransmission else "sip"
             self.events.message("out", msg, ev.dest, transport=transport, data=data, kind=kind)
@@ -614,6 +658,7 @@ class RouterCore:
                 "per_destination": self.dialogs.per_destination(),
             },
             "drops": self._all_drops(),
+            "overload": {"level": self.overload, "shed": dict(self.shed)},
             "transport": self._transport_status(),
             "registrar": self.registration.status() if self.registration is not None else None,
         }

@@ -60,6 +60,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("siplab.router.registration")
 
+CREDENTIAL_CACHE_MAX = 100_000
+"""Entries of the credential cache before it is emptied (a bound, not an LRU)."""
+
 
 @dataclass(frozen=True)
 class RegistrationSettings:
@@ -102,6 +105,11 @@ class RegistrationSettings:
     forward_retry: float = 30.0
     path: bool = True
     purge_interval: float = 60.0
+    credential_cache_ttl: float = 10.0
+    """Seconds a ps_auths row found for a user is reused without asking the DB again (0: ask
+    every time). A failed verification drops the user's entry, so a changed password costs one
+    extra challenge; a deleted user keeps working for at most this long. Users not found are
+    never cached (a user provisioned a moment ago can register at once)."""
 
     def __post_init__(self) -> None:
         if self.enabled and not self.db:
@@ -119,6 +127,8 @@ class RegistrationSettings:
         for name in ("nonce_lifetime", "purge_interval", "forward_retry", "failure_window"):
             if getattr(self, name) <= 0:
                 raise FieldError(name, "must be > 0")
+        if self.credential_cache_ttl < 0:
+            raise FieldError("credential_cache_ttl", "must be >= 0 (0 disables the cache)")
         if self.max_expires and self.max_expires < self.min_expires:
             raise FieldError("max_expires", "must be >= min_expires (or 0 for no cap)")
         try:
@@ -200,7 +210,15 @@ class RegistrationService:
         """(id of the REGISTER, its SaveResult) between save_location and forward_registration."""
         self._fwd_tx: dict[int, tuple[object, tuple[str, str]]] = {}
         self._next_purge = now + settings.purge_interval
-        self.counts = {"commits": 0, "commit_failures": 0, "lookups": 0, "lookup_misses": 0}
+        self._credentials: dict[str, tuple[float, StoredCredential]] = {}
+        """username -> (valid until, driver time; the credential): see credential_cache_ttl."""
+        self.counts = {
+            "commits": 0,
+            "commit_failures": 0,
+            "lookups": 0,
+            "lookup_misses": 0,
+            "credential_cache_hits": 0,
+        }
         for expired in self.registrar.load(db.location_all(), self.wall(now)):
             self._deletes[expired.ruid] = expired
 
@@ -231,6 +249,20 @@ class RegistrationService:
         return self.auth.requires_auth(ctx.request.method, ctx.source[0])
 
     def _credential(self, username: str) -> StoredCredential | None:
+        now = self.router.now
+        hit = self._credentials.get(username)
+        if hit is not None and hit[0] > now:
+            self.counts["credential_cache_hits"] += 1
+            return hit[1]
+        found = self._load_credential(username)
+        ttl = self.settings.credential_cache_ttl
+        if found is not None and ttl > 0:
+            if len(self._credentials) >= CREDENTIAL_CACHE_MAX:
+                self._credentials.clear()
+            self._credentials[username] = (now + ttl, found)
+        return found
+
+    def _load_credential(self, username: str) -> StoredCredential | None:
         row = self.db.get_auth(username)
         if row is None:
             return None
@@ -256,6 +288,9 @@ class RegistrationService:
             )
             log.warning("auth: blocked %s for %.0f s", key, self.settings.block_time)
         if not decision.ok:
+            if decision.username is not None:
+                # Maybe the password changed since it was cached: ask the DB next time.
+                self._credentials.pop(decision.username, None)
             ctx.reply(decision.status, decision.reason, list(decision.headers))
             return False
         if decision.credentials is not None and request.method != "REGISTER":

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 from router.features.proxy import Branch, ResponseContext, Target
 from router.sip import Request, SipError, SipUri, make_response, parse_name_addr, parse_uri
 from router.sip.routing import uri_destination
+from router.sip.transaction import ServerTransaction
 
 if TYPE_CHECKING:
     from router.app import RouterCore
@@ -48,7 +49,7 @@ class RequestContext:
         router: RouterCore,
         request: Request,
         source: tuple[str, int],
-        transaction: object | None,
+        transaction: ServerTransaction | None,
         *,
         transport: str,
         now: float,
@@ -216,10 +217,10 @@ class RequestContext:
                 self._du = Target((host, port), transport=transport, label=str(uri))
                 return True
         if had_route:
-            uri = self.ruri
-            if uri is not None:
-                host, port, transport = uri_destination(uri)
-                self._du = Target((host, port), transport=transport, label=str(uri))
+            ruri = self.ruri
+            if ruri is not None:
+                host, port, transport = uri_destination(ruri)
+                self._du = Target((host, port), transport=transport, label=str(ruri))
             return True
         return False
 

@@ -41,6 +41,7 @@ from router.sip import (
     new_branch,
     parse_uri,
 )
+from router.sip.transaction import ClientTransaction, ServerTransaction
 from router.sip.transaction.layer import TransactionLayer
 
 Address = tuple[str, int]
@@ -85,7 +86,7 @@ class Branch:
 
     target: Target
     request: Request
-    tx: object | None = None
+    tx: ClientTransaction | None = None
     """The client transaction (None once it is gone)."""
     status: int = 0
     """Highest status seen: 0 none, 1xx provisional, final code when done."""
@@ -114,7 +115,7 @@ FailureHandler = Callable[["ResponseContext", "Branch"], None]
 class ResponseContext:
     """State of one proxied server transaction (§16.2)."""
 
-    server_tx: object
+    server_tx: ServerTransaction
     request: Request
     """The request as received (after Route pre-processing and Record-Route)."""
     source: Address
@@ -175,7 +176,7 @@ class ProxyCore:
     # -- requests -------------------------------------------------------------------------
 
     def new_context(
-        self, server_tx: object, request: Request, source: Address, now: float
+        self, server_tx: ServerTransaction, request: Request, source: Address, now: float
     ) -> ResponseContext:
         ctx = ResponseContext(server_tx, request, source, now)
         self.contexts[id(server_tx)] = ctx

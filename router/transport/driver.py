@@ -21,6 +21,7 @@ import errno
 import gc
 import logging
 import socket
+import struct
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -50,6 +51,18 @@ ROUTER_GC_THRESHOLD = (5000, 10, 1000)
 but holds every live transaction (RFC 6026 keeps INVITE transactions 64*T1): a full collection
 then stalls it 0.3-0.9 s. It runs one only after 1,000 second-generation collections."""
 """Collector thresholds while serving (CPython's default is (700, 10, 10))."""
+
+SO_MEMINFO = 55
+"""Linux ``getsockopt(SOL_SOCKET, SO_MEMINFO)``: the socket's memory counters; the first is
+``rmem_alloc``, the bytes queued in its receive buffer (datagrams not read yet, with overhead)."""
+OVERLOAD_BEHIND = 0.10
+"""Receive queue above this share of the buffer (at least :data:`OVERLOAD_MIN_BYTES`, at most
+half of it): the node is behind, the core sheds a share of new work that grows with the queue
+(the router answers that share of new INVITEs 503)."""
+OVERLOAD_MIN_BYTES = 256 * 1024
+"""Far behind is halfway between "behind" and a full buffer: INVITEs are then dropped before
+parsing (counted), so the work already accepted (responses, ACK, BYE, CANCEL) still gets
+through before the buffer overflows."""
 
 _gc_tuned = False
 
@@ -132,6 +145,9 @@ class SipDriver:
         self._timer_scope: trio.CancelScope | None = None
         self._nursery: trio.Nursery | None = None
         self._stats = DriverStatistics()
+        # Overload control, only for a core that can shed (the router): see _backlog_level.
+        self._set_overload = getattr(core, "set_overload", None)
+        self._overload = 0.0
         self.bound_udp: list[Address] = []
         self.bound_tcp: list[Address] = []
 
@@ -270,8 +286,12 @@ class SipDriver:
         inbounds: dict[tuple[str, int], Inbound] = {}
         stats = self._stats
         recvfrom = sock.recvfrom
+        core = self.core
         while True:
             await trio.lowlevel.wait_readable(sock)
+            # One clock read per batch, not per datagram: a batch is a few milliseconds of
+            # work, far below any SIP timer's resolution (T1 = 500 ms).
+            now = trio.current_time()
             handled = 0
             while True:
                 try:
@@ -283,17 +303,67 @@ class SipDriver:
                     stats.drops[f"udp_recv_{errno.errorcode.get(exc.errno or 0, 'error')}"] += 1
                     continue
                 stats.datagrams_in += 1
-                inbound = inbounds.get(source)
-                if inbound is None:
-                    if len(inbounds) >= INBOUND_CACHE:
-                        inbounds.clear()
-                    inbound = inbounds[source] = Inbound("udp", (source[0], source[1]), local)
-                self._deliver(data, inbound)
                 handled += 1
+                if self._overload >= 1.0 and data[:7] == b"INVITE ":
+                    # Far behind: new calls are refused before any parsing (the UAC
+                    # retransmits, by then the backlog may be gone); accepted calls proceed.
+                    stats.drops["overload_invite"] += 1
+                else:
+                    inbound = inbounds.get(source)
+                    if inbound is None:
+                        if len(inbounds) >= INBOUND_CACHE:
+                            inbounds.clear()
+                        inbound = inbounds[source] = Inbound("udp", (source[0], source[1]), local)
+                    try:
+                        core.receive_untrusted(data, inbound, now=now)
+                    except Exception:
+                        stats.drops["core_error"] += 1
+                        log.exception("core raised on a message from %s", source)
                 if handled % BATCH == 0:
+                    if self._set_overload is not None:
+                        self._change_overload(self._backlog_level(sock))
                     self.flush()
                     await trio.lowlevel.checkpoint()
+                    now = trio.current_time()
+            if self._overload:
+                self._change_overload(0.0)  # the socket is empty: caught up
             self.flush()
+
+    # -- overload ---------------------------------------------------------------------------
+
+    def _backlog_level(self, sock: socket.socket) -> float:
+        """Overload pressure from the bytes waiting in the receive buffer: 0.0 below "behind",
+        rising linearly to 1.0 at "far behind" (INVITEs then dropped before parsing).
+
+        Measured every :data:`BATCH` datagrams while draining (one getsockopt), never per
+        datagram. Queue bytes are the one signal that sees the backlog before the kernel drops:
+        once the buffer is full, datagrams are lost unseen and the peers' retransmissions make
+        the load grow (the collapse of an unprotected proxy at 1.5x its capacity).
+        """
+        try:
+            meminfo = sock.getsockopt(socket.SOL_SOCKET, SO_MEMINFO, 36)
+            size = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+        except OSError:  # not Linux: no overload control
+            return 0.0
+        queued: int = struct.unpack_from("I", meminfo)[0]
+        behind = min(max(OVERLOAD_BEHIND * size, OVERLOAD_MIN_BYTES), size / 2)
+        far = (behind + size) / 2
+        if queued < behind:
+            return 0.0
+        return min(1.0, (queued - behind) / (far - behind))
+
+    def _change_overload(self, pressure: float) -> None:
+        if pressure == self._overload:
+            return
+        if pressure >= 1.0 > self._overload:
+            log.warning("receive backlog far behind: dropping INVITEs before parsing")
+        self._overload = pressure
+        assert self._set_overload is not None
+        try:
+            self._set_overload(pressure)
+        except Exception:
+            self._stats.drops["core_error"] += 1
+            log.exception("core raised in set_overload")
 
     async def _tcp_accepted(self, stream: trio.SocketStream) -> None:
         peer = stream.socket.getpeername()[:2]

@@ -498,3 +498,60 @@ def test_service_shared_nonce_secret_lets_routers_verify_each_other(
     )
     assert [r.status for r in responses(send(b, second, PHONE, T0 + 1))] == [200]
     b.registration.close()
+
+
+def _register_with(router: RouterCore, secret: str, now: float, cseq: int) -> int:
+    """REGISTER -> 401 -> REGISTER with digest for user 101 and ``secret``; the final status."""
+    contact = (("Contact", "<sip:101@192.0.2.7:5062>"),)
+    first = request("REGISTER", "sip:example.com", cseq=cseq, call_id="cache", headers=contact)
+    (challenge,) = responses(send(router, first, PHONE, now))
+    assert challenge.status == 401
+    ch = parse_challenge(challenge.headers.get("WWW-Authenticate") or "")
+    creds = answer_challenge(ch, "REGISTER", "sip:example.com", "101", secret)
+    second = request(
+        "REGISTER",
+        "sip:example.com",
+        cseq=cseq + 1,
+        call_id="cache",
+        headers=(*contact, ("Authorization", str(creds))),
+    )
+    return responses(send(router, second, PHONE, now))[-1].status
+
+
+def test_service_credential_cache_serves_repeats_and_follows_a_password_change(
+    db_url: str, db: Database, users: list[UserCredential]
+) -> None:
+    router = WiredRouter(config(db_url, credential_cache_ttl=30.0), db, now=T0)
+    service = router.registration
+    assert service is not None
+    assert _register_with(router, password(users, "101"), T0, 1) == 200
+    # Challenge and answer asked the DB once, the answer was served from the cache.
+    assert service.counts["credential_cache_hits"] == 1
+    assert _register_with(router, password(users, "101"), T0 + 1, 3) == 200
+    assert service.counts["credential_cache_hits"] == 3
+    # The password changes in the DB while the old one is cached: the first answer with the
+    # new password fails against the cache, which drops the entry; the next attempt reads the
+    # DB and succeeds (one extra challenge, as a UA retries after a 401 anyway).
+    db.execute("UPDATE ps_auths SET password = ? WHERE id = ?", ("changed-secret", "101"))
+    assert _register_with(router, "changed-secret", T0 + 2, 5) == 401
+    assert _register_with(router, "changed-secret", T0 + 3, 7) == 200
+    # Past the time to live the DB is asked again: the old password no longer works at all.
+    assert _register_with(router, password(users, "101"), T0 + 40, 9) == 401
+
+
+def test_service_credential_cache_off_and_unknown_users_never_cached(
+    db_url: str, db: Database, users: list[UserCredential]
+) -> None:
+    router = WiredRouter(config(db_url, credential_cache_ttl=0), db, now=T0)
+    service = router.registration
+    assert service is not None
+    assert _register_with(router, password(users, "101"), T0, 1) == 200
+    assert _register_with(router, password(users, "101"), T0 + 1, 3) == 200
+    assert service.counts["credential_cache_hits"] == 0
+    router = WiredRouter(config(db_url), db, now=T0)  # default: cache on
+    service = router.registration
+    assert service is not None
+    assert service._credential("nobody") is None
+    assert "nobody" not in service._credentials
+    with pytest.raises(ConfigError, match="credential_cache_ttl"):
+        load_settings({"db": db_url, "credential_cache_ttl": -1})
