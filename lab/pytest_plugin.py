@@ -53,6 +53,7 @@ from lab.topology import Topology, default_topology, dump_toml, topology_from_di
 if TYPE_CHECKING:
     from lab.engines import SippResult, SippScenario
     from lab.ua import UserAgent
+    from lab.wire import SipRecord
     from router.realtime import Database
     from router.sip.transaction.timers import Timers
 
@@ -377,12 +378,31 @@ class Lab:
 
         return [e for e in load_events(self.run_dir) if e["t"] >= since]
 
-    def packets(self, since: float = 0.0) -> list[Any]:
-        from lab.evidence import packets_from_events
+    def flush_capture(self, timeout: float = 5.0) -> bool:
+        """Barrier: once True, every packet sent before the call is in ``capture.pcap``
+        (:func:`lab.capture.flush`). False when the lab has no running capture."""
+        from lab.capture import flush, read_state
 
-        return packets_from_events(
-            self.events(since), {n.name: n.address for n in self.labfile.nodes if n.port}
-        )
+        state = read_state(self.run_dir)
+        return state is not None and state.pid is not None and flush(state, timeout)
+
+    def packets(self, since: float = 0.0) -> list[SipRecord]:
+        """SIP messages on the wire since ``since`` (epoch seconds), every leg, whatever router
+        and PBX run: read from the lab's capture after a flush barrier, with the fault relays'
+        decisions as notes. A lab without a capture falls back to the nodes' event logs."""
+        from lab.evidence import annotate_faults, has_capture, packets_from_events
+        from lab.wire import LiveRecords
+
+        if not has_capture(self.run_dir):
+            return packets_from_events(
+                self.events(since), {n.name: n.address for n in self.labfile.nodes if n.port}
+            )
+        self.flush_capture()
+        live = self.__dict__.get("_live")
+        if live is None:
+            live = self.__dict__["_live"] = LiveRecords(self.run_dir / "capture.pcap")
+        faults = [e for e in self.events(since) if e.get("event") == "fault"]
+        return annotate_faults(live.since(since), faults)
 
     def down(self) -> None:
         self.labfile = self.backend.down(self.labfile)
@@ -744,13 +764,16 @@ def pytest_runtest_makereport(
 
 def attach_evidence(report: pytest.TestReport, lab: Lab, since: float, nodeid: str) -> None:
     """Ladders of the calls that failed since ``since`` and a pcap of the test's traffic."""
-    from lab.evidence import failed_calls, write_ladders, write_pcap
+    from lab.evidence import failed_calls, has_capture, write_ladders, write_pcap
+    from lab.wire import cut_pcap
 
-    time.sleep(0.05)  # XXX let nodes flush their last event batch (they flush per datagram batch)
-    packets = lab.packets(since)
+    packets = lab.packets(since)  # after the capture's flush barrier
     folder = lab.artifacts(nodeid)
     pcap = folder / "capture.pcap"
-    write_pcap(pcap, packets)
+    if has_capture(lab.run_dir):
+        cut_pcap(lab.run_dir / "capture.pcap", pcap, since)  # the frames as captured
+    else:
+        write_pcap(pcap, packets)
     names = {n.address: n.name for n in lab.labfile.nodes if n.port}
     ladders = write_ladders(folder, failed_calls(packets), names=names, packets=packets)
     text = (

@@ -287,9 +287,17 @@ class LocalBackend:
     name = "local"
 
     def __init__(
-        self, *, detach: bool = False, ready_timeout: float = 15.0, stop_grace: float = 3.0
+        self,
+        *,
+        detach: bool = False,
+        ready_timeout: float = 15.0,
+        stop_grace: float = 3.0,
+        capture_ring_mb: int = 0,
     ) -> None:
         self.detach = detach
+        self.capture_ring_mb = capture_ring_mb
+        """0: the capture keeps everything; else a ring of 5 files of this many MB
+        (:mod:`lab.capture`)."""
         self.ready_timeout = ready_timeout
         self.stop_grace = stop_grace
         self._children = _SPAWNED
@@ -449,10 +457,14 @@ class LocalBackend:
         for stale in (run_dir / "events").glob("*.jsonl"):
             stale.unlink()
         write_configs(topology, p)
+        from lab.capture import CaptureConfig, start_capture, stop_capture
         from router.realtime import RealtimeError
 
         started: list[NodeRecord] = []
         source = p.router.host  # the router endpoint is identified by IP on the PBX nodes
+        # The capture runs before the first node, so it sees every packet of the run.
+        capture = CaptureConfig(topology.net, ring_mb=self.capture_ring_mb)
+        start_capture(run_dir, capture, attached=not self.detach)
         try:
             if p.db is not None:
                 nodes = [self._start_postgres(topology, p, p.db, started)]
@@ -486,15 +498,18 @@ class LocalBackend:
         except BaseException:
             for record in reversed(started):
                 self._stop_pid(record, 1.0)
+            stop_capture(run_dir, 1.0)
             raise
         return record_lab(self.name, run_dir, p, nodes)
 
     def down(self, lab: LabFile) -> LabFile:
+        from lab.capture import stop_capture
         from lab.evidence import merge_events
 
         for node in reversed(lab.nodes):
             self._stop_pid(node, self.stop_grace)
         stopped = replace(lab, nodes=[replace(n, pid=None) for n in lab.nodes])
+        stop_capture(Path(lab.run_dir))  # after the nodes: their last packets are in it
         merge_events(Path(lab.run_dir))
         write_labfile(stopped)
         return stopped

@@ -92,6 +92,7 @@ class DockerBackend:
         stop_grace: float = 3.0,
         build: bool = True,
         client: Any = None,
+        capture_ring_mb: int = 0,
     ) -> None:
         """
         Args:
@@ -102,6 +103,8 @@ class DockerBackend:
             stop_grace: seconds between SIGTERM and SIGKILL on stop/restart.
             build: build missing or outdated images (False: they must exist).
             client: a Docker SDK client (default: from the environment, pinged).
+            capture_ring_mb: bound the run's packet capture to a ring of 5 files of this many
+                MB (0: keep everything; :mod:`lab.capture`).
         """
         if db not in ("postgres", "sqlite"):
             raise LabError(f"docker backend: db must be 'postgres' or 'sqlite', not {db!r}")
@@ -111,6 +114,7 @@ class DockerBackend:
         self.stop_grace = stop_grace
         self.build = build
         self._client = client
+        self.capture_ring_mb = capture_ring_mb
 
     # -- engine and images ----------------------------------------------------------------
 
@@ -368,6 +372,12 @@ class DockerBackend:
         source = p.router.host  # the router endpoint is identified by IP on the PBX nodes
         started: list[Any] = []
         nodes: list[NodeRecord] = []
+        from lab.capture import CaptureConfig, start_capture, stop_capture
+
+        # Containers use host networking on the lab's loopback addresses: one capture on the
+        # host's lo sees every leg. It starts before the first container.
+        capture = CaptureConfig(topology.net, ring_mb=self.capture_ring_mb)
+        start_capture(run_dir, capture, attached=not self.detach)
         try:
             if with_db:
                 db = self._run(by_name["db"])
@@ -414,6 +424,7 @@ class DockerBackend:
             for container in reversed(started):
                 self._save_log(container, run_dir / "logs" / f"{container.labels[LABEL_NODE]}.log")
                 self._remove(container)
+            stop_capture(run_dir, 1.0)
             raise
         return record_lab(self.name, run_dir, p, nodes)
 
@@ -437,6 +448,7 @@ class DockerBackend:
         _LIVE.pop(container.id, None)
 
     def down(self, lab: LabFile) -> LabFile:
+        from lab.capture import stop_capture
         from lab.evidence import merge_events
 
         run_dir = Path(lab.run_dir)
@@ -450,6 +462,7 @@ class DockerBackend:
             self._save_log(container, run_dir / "logs" / f"{name}.log")
             self._remove(container)
         stopped = replace(lab, nodes=[replace(n, container=None) for n in lab.nodes])
+        stop_capture(run_dir)  # after the containers: their last packets are in it
         merge_events(run_dir)
         write_labfile(stopped)
         return stopped

@@ -1,0 +1,302 @@
+"""The lab's packet capture: every datagram and segment between the lab's addresses.
+
+A lab run starts ``tcpdump`` on the loopback interface before its first node and stops it at
+``lab down``; ``<run>/capture.pcap`` then holds what really crossed the wire between phones,
+load generators, relays, the router and the PBX nodes, whatever runs in those seats (the
+reference router, Kamailio, an emulator, a container with host networking). It is the source of
+ladders, of the per-test pcap of a failed test and of the checks that need to see a leg.
+
+- **Filter.** ``net 127.<net>.0.0/24`` (the lab's addresses), minus the DB port (PostgreSQL)
+  and the HTTP status/RPC port: only the SIP traffic of this lab, not the other labs sharing the
+  machine on other nets.
+- **Latency.** ``--immediate-mode`` (no kernel buffering) and ``-U`` (each packet written to the
+  file as it arrives), so a reader sees a packet within a millisecond or so of its sending.
+- **Barrier.** :func:`flush` sends a marker datagram (:data:`lab.wire.MARKER` and a fresh
+  token) to itself on a lab address and returns once the token is in the file: every packet
+  sent before the call is then in the file too (one interface, one capture, in order). This
+  replaces sleeps that waited for logs to be written; the same barrier proves the capture ready
+  at start.
+- **Bounded size.** With ``ring_mb`` set (capacity runs) tcpdump keeps ``ring_files`` files of
+  ``ring_mb`` MB each (``-C``/``-W``), overwriting the oldest: the capture is bounded to
+  ``ring_mb * ring_files`` MB of the *last* traffic of the run, merged into ``capture.pcap`` at
+  stop.
+- **Ownership.** The process is the lab's own (PID and argv in ``<run>/capture.json``); stopped
+  by PID after checking ``/proc/<pid>/cmdline`` (PIDs get reused), with SIGINT so tcpdump
+  writes its last buffer. Attached runs (pytest, ``Lab``) give it a parent-death signal.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import uuid
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from lab.backends import LabError
+from lab.topology import DB_PORT, HTTP_PORT
+from lab.wire import MARKER, merge_pcaps
+
+CAPTURE_FILE = "capture.pcap"
+STATE_FILE = "capture.json"
+MARK_HOST = 254
+"""Last octet of the address the barrier datagrams use (127.<net>.0.254, no node there)."""
+
+
+@dataclass(frozen=True, slots=True)
+class CaptureConfig:
+    net: int
+    exclude_ports: tuple[int, ...] = (DB_PORT, HTTP_PORT)
+    ring_mb: int = 0
+    """0: one unbounded file; else the size of each ring-buffer file (MB, 10^6 bytes)."""
+    ring_files: int = 5
+
+    @property
+    def bound_mb(self) -> int | None:
+        return self.ring_mb * self.ring_files if self.ring_mb else None
+
+
+@dataclass(frozen=True, slots=True)
+class CaptureState:
+    """What ``capture.json`` records about a run's capture."""
+
+    pid: int | None
+    argv: list[str]
+    path: str
+    net: int
+    ring_mb: int = 0
+    ring_files: int = 0
+    frames: int | None = None
+    """Frames in ``capture.pcap`` after a ring merge (None: not counted)."""
+
+
+def capture_filter(config: CaptureConfig) -> str:
+    """The BPF filter of a lab's capture (libpcap syntax)."""
+    text = f"net 127.{config.net}.0.0/24 and (udp or tcp)"
+    for port in config.exclude_ports:
+        text += f" and not port {port}"
+    return text
+
+
+def tcpdump() -> str:
+    """Path of tcpdump.
+
+    Raises:
+        LabError: not installed (Debian package ``tcpdump``; scripts/setup.sh installs it).
+    """
+    path = shutil.which("tcpdump") or next(
+        (p for p in ("/usr/bin/tcpdump", "/usr/sbin/tcpdump") if os.access(p, os.X_OK)), None
+    )
+    if path is None:
+        raise LabError("capture: tcpdump is not installed (apt-get install tcpdump)")
+    return path
+
+
+def capture_argv(config: CaptureConfig, path: Path) -> list[str]:
+    argv = [tcpdump(), "-i", "lo", "-n", "-s", "0", "-B", "16384", "-U", "--immediate-mode"]
+    argv += ["-Z", "root", "-w", str(path)]  # -Z root: keep writing into root's run folder
+    if config.ring_mb:
+        argv += ["-C", str(config.ring_mb), "-W", str(config.ring_files)]
+    return [*argv, capture_filter(config)]
+
+
+def _live_file(state: CaptureState) -> Path | None:
+    """The file tcpdump is writing now (the newest part in ring mode)."""
+    path = Path(state.path)
+    if not state.ring_mb:
+        return path if path.exists() else None
+    parts = ring_parts(path)
+    return parts[-1] if parts else None
+
+
+def ring_parts(path: Path) -> list[Path]:
+    """Ring-buffer files of ``path`` (``capture.pcap0`` ...), oldest first."""
+    parts = [p for p in path.parent.glob(path.name + "*") if p.name[len(path.name) :].isdigit()]
+    return sorted(parts, key=lambda p: p.stat().st_mtime_ns)
+
+
+def flush(state: CaptureState, timeout: float = 5.0) -> bool:
+    """Barrier: True once every packet sent before this call is in the capture file.
+
+    Sends a marker datagram to itself on 127.<net>.0.254 and reads the file until the marker's
+    token is there; resends every 200 ms (a marker sent before the filter was attached is never
+    seen). False on timeout (capture not running or not writing).
+    """
+    token = MARKER + uuid.uuid4().hex.encode()
+    host = f"127.{state.net}.0.{MARK_HOST}"
+    deadline = time.monotonic() + timeout
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind((host, 0))
+        resend = 0.0
+        offset = 0
+        seen: Path | None = None
+        while time.monotonic() < deadline:
+            now = time.monotonic()
+            if now >= resend:
+                sock.sendto(token, sock.getsockname())
+                resend = now + 0.2
+            path = _live_file(state)
+            if path is not None:
+                if path != seen:
+                    seen, offset = path, 0
+                start = max(0, offset - len(token))
+                with path.open("rb") as f:
+                    f.seek(start)
+                    chunk = f.read()
+                if token in chunk:
+                    return True
+                offset = start + len(chunk)
+            if state.pid is not None and not _alive(state.pid):
+                return False
+            time.sleep(0.002)  # polling the file; the marker itself is the readiness signal
+    return False
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def _is_ours(state: CaptureState) -> bool:
+    if state.pid is None:
+        return False
+    try:
+        cmdline = Path(f"/proc/{state.pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return [c.decode(errors="replace") for c in cmdline if c] == state.argv
+
+
+def _die_with_parent() -> None:  # between fork and exec: SIGKILL when the harness dies
+    with contextlib.suppress(OSError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)
+
+
+def read_state(run_dir: Path) -> CaptureState | None:
+    try:
+        data = json.loads((Path(run_dir) / STATE_FILE).read_text(encoding="utf-8"))
+        return CaptureState(**data)
+    except (OSError, ValueError, TypeError):
+        return None
+
+
+def _write_state(run_dir: Path, state: CaptureState) -> None:
+    (Path(run_dir) / STATE_FILE).write_text(json.dumps(asdict(state), indent=1), encoding="utf-8")
+
+
+_CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
+
+
+def start_capture(
+    run_dir: Path, config: CaptureConfig, *, attached: bool, timeout: float = 10.0
+) -> CaptureState:
+    """Start the lab's capture into ``<run_dir>/capture.pcap`` and wait until it sees a marker.
+
+    Raises:
+        LabError: tcpdump missing, exits, or sees no marker within ``timeout`` (with its log).
+    """
+    run_dir = Path(run_dir)
+    path = run_dir / CAPTURE_FILE
+    for old in [path, *ring_parts(path)]:
+        old.unlink(missing_ok=True)
+    argv = capture_argv(config, path)
+    log = run_dir / "logs" / "capture.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("ab") as out:
+        try:
+            popen = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                cwd=run_dir,
+                start_new_session=True,
+                preexec_fn=_die_with_parent if attached else None,
+            )
+        except OSError as exc:
+            raise LabError(f"capture: cannot start {argv[0]}: {exc}") from exc
+    _CHILDREN[popen.pid] = popen
+    state = CaptureState(
+        popen.pid,
+        argv,
+        str(path),
+        config.net,
+        config.ring_mb,
+        config.ring_files if config.ring_mb else 0,
+    )
+    _write_state(run_dir, state)
+    if not flush(state, timeout):
+        _stop_process(state, 1.0)
+        tail = log.read_text(encoding="utf-8", errors="replace").strip().splitlines()[-5:]
+        raise LabError(
+            f"capture: tcpdump did not start capturing on lo within {timeout} s "
+            f"({log}): {' | '.join(tail) or 'no output'}"
+        )
+    return state
+
+
+def _stop_process(state: CaptureState, grace: float) -> None:
+    pid = state.pid
+    if pid is None:
+        return
+    child = _CHILDREN.pop(pid, None)
+    if child is None and not _is_ours(state):
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGINT)  # tcpdump writes what it holds and exits
+    deadline = time.monotonic() + grace
+    while _alive(pid) and time.monotonic() < deadline:
+        if child is not None and child.poll() is not None:
+            break
+        time.sleep(0.01)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGKILL)
+    if child is not None:
+        child.wait(5.0)
+
+
+def stop_capture(run_dir: Path, grace: float = 5.0) -> Path | None:
+    """Flush and stop the run's capture; in ring mode merge the parts into ``capture.pcap``.
+
+    Returns the capture's path, or None when the run had no capture."""
+    state = read_state(Path(run_dir))
+    if state is None:
+        return None
+    if state.pid is not None and (state.pid in _CHILDREN or _is_ours(state)):
+        flush(state, 2.0)
+        _stop_process(state, grace)
+    path = Path(state.path)
+    frames = state.frames
+    if state.ring_mb:
+        parts = ring_parts(path)
+        if parts:
+            frames = merge_pcaps(parts, path)
+            for part in parts:
+                part.unlink()
+    _write_state(Path(run_dir), CaptureState(**{**asdict(state), "pid": None, "frames": frames}))
+    return path if path.exists() else None
+
+
+__all__ = [
+    "CAPTURE_FILE",
+    "CaptureConfig",
+    "CaptureState",
+    "capture_argv",
+    "capture_filter",
+    "flush",
+    "read_state",
+    "ring_parts",
+    "start_capture",
+    "stop_capture",
+    "tcpdump",
+]
