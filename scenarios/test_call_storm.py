@@ -8,12 +8,12 @@ increasing offered rate, each step a bounded number of calls: 50/s, 100/s, 200/s
 What is done with the numbers: each step becomes a ``StepResult`` judged against the service
 level (failed <= 0.1%, p95 setup delay bound), the steps and the lab's events of the storm
 window are written as a run folder (``<run>/tests/<test>/report/``: ``capacity.json``,
-``events.jsonl``, ``lab.json``) and ``reports.build.build_report`` turns it into
+``capture.pcap`` cut from the lab's capture, ``lab.json``) and ``reports.build.build_report`` turns it into
 ``report.html`` + ``summary.json``.
 
 Must hold: success >= 99.9% on the steps below the lab's capacity (``CAPACITY_CPS``); the
-report is built; its per-step numbers, counted by the router (the vantage node), agree with
-SIPp's own.
+report is built; its per-step numbers, counted at the router's address on the wire (the
+vantage node, from the capture), agree with SIPp's own.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ import pytest
 
 from lab.engines import uac_call
 from lab.pytest_plugin import Lab
+from lab.wire import cut_pcap
 from reports.build import build_report
 from reports.search import Phase, SearchResult, SearchStep, ServiceLevel, StepResult
 
@@ -76,7 +77,9 @@ def step_result(lab: Lab, rate: float, calls: int, number: int) -> StepResult:
 
 
 def write_run_folder(lab: Lab, folder: Any, search: SearchResult, since: float) -> None:
-    """A run folder ``reports`` can read: capacity.json, events.jsonl, lab.json."""
+    """A run folder ``reports`` can read: capacity.json, lab.json and the storm window of the
+    lab's packet capture (``capture.pcap``): the router's counts come from the wire, a source
+    independent of SIPp's statistics and of what the router says about itself."""
     folder.mkdir(parents=True, exist_ok=True)
     capacity = {
         "scenario": "call",
@@ -86,20 +89,22 @@ def write_run_folder(lab: Lab, folder: Any, search: SearchResult, since: float) 
         "search": search.to_dict(),
     }
     (folder / "capacity.json").write_text(json.dumps(capacity, indent=2) + "\n")
-    with (folder / "events.jsonl").open("w", encoding="utf-8") as f:
-        for event in lab.events(since):
-            f.write(json.dumps(event, separators=(",", ":")) + "\n")
+    assert lab.flush_capture(), "the lab's capture is not running"
+    cut_pcap(lab.run_dir / "capture.pcap", folder / "capture.pcap", since)
     shutil.copy(lab.run_dir / "lab.json", folder / "lab.json")
 
 
+@pytest.mark.kamailio  # the router's counts come from the capture for every router
 def test_call_storm_ramp_and_report(
     lab: Lab, measurements: dict[str, Any], request: pytest.FixtureRequest
 ) -> None:
     """Three steps, 50 -> 100 -> 200 calls/s (1050 calls), then the report.
 
     Must hold: every step at or below ``CAPACITY_CPS`` completes >= 99.9% of its calls;
-    ``report.html`` and ``summary.json`` exist; per step, the router's attempted and
-    successful counts in ``summary.json`` equal SIPp's calls created and successful calls.
+    ``report.html`` and ``summary.json`` exist (built from the capture); per step, the
+    attempted count at the router's address equals SIPp's calls created; at or below capacity
+    the successful counts are equal and the report's service level passes the step, above it
+    the wire's successful count is at least SIPp's.
     """
     for node in lab.pbx:
         lab.wait_dispatcher(node.name, active=True)
@@ -153,13 +158,20 @@ def test_call_storm_ramp_and_report(
     assert report.name == "report.html"
     assert report.is_file()
     summary = json.loads((folder / "summary.json").read_text())
-    # Kamailio writes no router events (differences "router_events"): the report is built from
-    # the generator's (SIPp's) own records instead.
-    assert summary["source"] == ("events" if lab.router_kind == "reference" else "generator")
+    # The router's figures come from the capture at its address, for every router.
+    assert summary["source"] == "events"
     assert len(summary["steps"]) == len(steps)
     for row, s in zip(summary["steps"], steps, strict=True):
         assert row["offered"] == s.result.offered
         assert row["attempted"] == s.result.attempted, row
-        assert row["successful"] == s.result.successful, row
         assert row["generator_successful"] == s.result.successful
+        if s.result.offered <= CAPACITY_CPS:
+            # Below capacity the wire and SIPp agree call for call, and the report's own
+            # service-level verdict (from the wire's counts) is the driver's.
+            assert row["successful"] == s.result.successful, row
+            assert row["passed"] is True
+        else:
+            # Overloaded: a call the router answered (200 on the wire) may still fail at SIPp
+            # afterwards (a BYE that times out, an out-of-order message), never the reverse.
+            assert row["successful"] >= s.result.successful, row
     assert summary["totals"]["attempted"] == sum(s.result.attempted for s in steps)
