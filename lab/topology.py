@@ -123,6 +123,10 @@ class RouterSpec:
     """The router under test: siplab's reference router or Kamailio (Debian package)."""
     policy: str = "router.policy:request_route"
     """Routing policy of the reference router (``module:function``)."""
+    events: bool = False
+    """The reference router writes its own JSON event log (``events/router.jsonl``, a line
+    per SIP message, on its hot path). Off by default: the lab's packet capture is the
+    evidence (``lab/capture.py``); status, metrics and counters stay either way."""
 
 
 @dataclass(frozen=True, slots=True)

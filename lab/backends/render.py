@@ -227,7 +227,9 @@ def router_config(topology: Topology, p: Plan) -> dict[str, Any]:
             "name": "router",
             "listen": [f"udp:{host}:{p.router.port}", f"tcp:{host}:{p.router.port}"],
             "policy": topology.router.policy,
-            "events": p.router.events,
+            # The router's own event log is opt-in ([router] events = true): the capture sees
+            # every message without costing the router a JSON line per message.
+            "events": p.router.events if topology.router.events else "",
             "http": p.router.http,
         },
         "timers": {
