@@ -525,6 +525,47 @@ def run_packets(run_dir: str | Path, since: float = 0.0) -> list[SipRecord]:
     return [p for p in packets_from_events(load_events(run), _lab_addresses(run)) if p.t >= since]
 
 
+def lab_packets(
+    run_dir: Path, since: float, addresses: dict[str, str], cache: dict[str, Any]
+) -> list[SipRecord]:
+    """:func:`run_packets` for a lab that is still running: the capture is read incrementally
+    (a :class:`lab.wire.LiveRecords` kept in ``cache``) so each call re-reads only from just
+    before ``since``. Call after the capture's flush barrier."""
+    from lab.wire import LiveRecords
+
+    events = [e for e in load_events(run_dir) if e["t"] >= since]
+    if not has_capture(run_dir):
+        return packets_from_events(events, addresses)
+    live = cache.get("_live")
+    if not isinstance(live, LiveRecords):
+        live = cache["_live"] = LiveRecords(run_dir / "capture.pcap")
+    faults = [e for e in events if e.get("event") == "fault"]
+    return annotate_faults(live.since(since), faults)
+
+
+def failure_evidence(
+    run_dir: Path, packets: list[SipRecord], folder: Path, since: float, names: dict[str, str]
+) -> list[tuple[str, str]]:
+    """The report sections of a failed test: ladders of the calls that failed (SVGs in
+    ``folder/ladders``) and ``folder/capture.pcap``, the frames captured since ``since``."""
+    from lab.wire import cut_pcap
+
+    pcap = folder / "capture.pcap"
+    if has_capture(run_dir):
+        cut_pcap(run_dir / "capture.pcap", pcap, since)  # the frames as captured
+    else:
+        write_pcap(pcap, packets)
+    ladders = write_ladders(folder, failed_calls(packets), names=names, packets=packets)
+    text = (
+        "\n".join(f"{body}  -> {svg}\n" for _, svg, body in ladders[:5])
+        or "no failed calls during the test\n"
+    )
+    return [
+        ("siplab ladder", text),
+        ("siplab capture", f"pcap: {pcap} ({len(packets)} packets)\nrun folder: {run_dir}"),
+    ]
+
+
 def write_capture(run_dir: str | Path) -> Path:
     """``<run_dir>/capture.pcap``: the real capture when the run has one; for a run folder
     without a capture, a pcap rebuilt from its events (UDP frames only)."""
@@ -543,7 +584,9 @@ __all__ = [
     "annotate_faults",
     "build_ladder",
     "failed_calls",
+    "failure_evidence",
     "has_capture",
+    "lab_packets",
     "ladder_png",
     "ladder_svg",
     "ladder_text",
