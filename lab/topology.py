@@ -267,10 +267,16 @@ class Topology:
     net: int = 0
     """Second octet of every lab address: 127.<net>.0.x (0 = the documented addresses); a
     different value lets several labs (or test sessions) run side by side."""
+    evidence_mb: int = 0
+    """0: full evidence (the whole packet capture, the PBX emulators' event logs). N > 0:
+    bounded evidence for long, heavy runs (capacity): the capture is a ring of the last N MB
+    (5 files of N/5 MB, ``lab/capture.py``) and the emulators write no event log."""
 
     def __post_init__(self) -> None:
         if not 0 <= self.net <= 255:
             raise FieldError("net", "must be 0..255")
+        if self.evidence_mb and not 5 <= self.evidence_mb <= 100_000:
+            raise FieldError("evidence_mb", "must be 0 (unbounded) or 5..100000 (MB)")
         if not 0 <= self.pbx_count <= 89:
             raise FieldError("pbx_count", "must be 0..89")
         names = [p.name or f"pbx{i}" for i, p in enumerate(self.pbx_nodes(), 1)]

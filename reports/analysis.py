@@ -264,6 +264,12 @@ def analyse(data: RunData, *, compare: dict[str, Any] | None = None) -> Analysis
                 )
     summary = _summary(data, kind, source, table, per_core, cpu, distribution, attempts, failures)
     summary["vantage"] = {"node": node, "requests_dir": requests_dir}
+    evidence = _read_json(data.run_dir / "evidence.json")
+    if evidence:
+        summary["evidence"] = evidence  # what the run kept (capture window, ladders, sizes)
+        if not summary.get("distribution") and evidence.get("window_distribution"):
+            summary["distribution"] = evidence["window_distribution"]
+            summary["distribution_from"] = "capture window"
     summary["warnings"] = warnings
     if compare:
         summary["compare"] = _compare(summary, compare)

@@ -194,16 +194,35 @@ def load_events(path: str | Path, *, raw: bool = False) -> pd.DataFrame:
 class WireMessage(Protocol):
     """What :func:`events_from_records` reads of a captured message (``lab.wire.SipRecord``)."""
 
-    t: float
-    src: str
-    dst: str
-    data: bytes
-    call_id: str | None
-    method: str | None
-    status: int | None
-    cseq: int | None
-    branch: str | None
-    transport: str
+    @property
+    def t(self) -> float: ...
+
+    @property
+    def src(self) -> str: ...
+
+    @property
+    def dst(self) -> str: ...
+
+    @property
+    def data(self) -> bytes: ...
+
+    @property
+    def call_id(self) -> str | None: ...
+
+    @property
+    def method(self) -> str | None: ...
+
+    @property
+    def status(self) -> int | None: ...
+
+    @property
+    def cseq(self) -> int | None: ...
+
+    @property
+    def branch(self) -> str | None: ...
+
+    @property
+    def transport(self) -> str: ...
 
 
 def events_from_records(records: Iterable[WireMessage], hosts: Mapping[str, str]) -> pd.DataFrame:

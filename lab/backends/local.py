@@ -287,17 +287,9 @@ class LocalBackend:
     name = "local"
 
     def __init__(
-        self,
-        *,
-        detach: bool = False,
-        ready_timeout: float = 15.0,
-        stop_grace: float = 3.0,
-        capture_ring_mb: int = 0,
+        self, *, detach: bool = False, ready_timeout: float = 15.0, stop_grace: float = 3.0
     ) -> None:
         self.detach = detach
-        self.capture_ring_mb = capture_ring_mb
-        """0: the capture keeps everything; else a ring of 5 files of this many MB
-        (:mod:`lab.capture`)."""
         self.ready_timeout = ready_timeout
         self.stop_grace = stop_grace
         self._children = _SPAWNED
@@ -463,7 +455,7 @@ class LocalBackend:
         started: list[NodeRecord] = []
         source = p.router.host  # the router endpoint is identified by IP on the PBX nodes
         # The capture runs before the first node, so it sees every packet of the run.
-        capture = CaptureConfig(topology.net, ring_mb=self.capture_ring_mb)
+        capture = CaptureConfig(topology.net, ring_mb=topology.evidence_mb // 5)
         start_capture(run_dir, capture, attached=not self.detach)
         try:
             if p.db is not None:

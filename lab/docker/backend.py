@@ -92,7 +92,6 @@ class DockerBackend:
         stop_grace: float = 3.0,
         build: bool = True,
         client: Any = None,
-        capture_ring_mb: int = 0,
     ) -> None:
         """
         Args:
@@ -103,8 +102,6 @@ class DockerBackend:
             stop_grace: seconds between SIGTERM and SIGKILL on stop/restart.
             build: build missing or outdated images (False: they must exist).
             client: a Docker SDK client (default: from the environment, pinged).
-            capture_ring_mb: bound the run's packet capture to a ring of 5 files of this many
-                MB (0: keep everything; :mod:`lab.capture`).
         """
         if db not in ("postgres", "sqlite"):
             raise LabError(f"docker backend: db must be 'postgres' or 'sqlite', not {db!r}")
@@ -114,7 +111,6 @@ class DockerBackend:
         self.stop_grace = stop_grace
         self.build = build
         self._client = client
-        self.capture_ring_mb = capture_ring_mb
 
     # -- engine and images ----------------------------------------------------------------
 
@@ -376,7 +372,7 @@ class DockerBackend:
 
         # Containers use host networking on the lab's loopback addresses: one capture on the
         # host's lo sees every leg. It starts before the first container.
-        capture = CaptureConfig(topology.net, ring_mb=self.capture_ring_mb)
+        capture = CaptureConfig(topology.net, ring_mb=topology.evidence_mb // 5)
         start_capture(run_dir, capture, attached=not self.detach)
         try:
             if with_db:
