@@ -22,6 +22,8 @@ Example::
 
     [router]
     kind = "reference"              # or "kamailio"
+    events = false                  # the reference router's own JSON event log (opt-in: the
+                                    # lab's packet capture is the evidence)
 
     [[pbx]]                         # repeat per node; or `pbx_count = 3` for defaults
     kind = "emulator"               # "asterisk" (docker backend), "sipp" (stand-in UAS)
@@ -60,6 +62,10 @@ Example::
 Addresses are fixed by the architecture (one loopback address per node): the lab DB
 ``127.0.0.5:5432`` (when the lab starts PostgreSQL), router ``127.0.0.10:5060``, ``pbxN``
 ``127.0.0.(10+N):5060``, fault relays and load generators from ``127.0.0.100`` on.
+
+Evidence: every run captures the packets between those addresses (``lab/capture.py``). The
+top-level ``evidence_mb`` (0 = unbounded) bounds it for long, heavy runs: a ring buffer of the
+last N MB, and no node event logs (``siplab capacity`` uses 100).
 """
 
 from __future__ import annotations
