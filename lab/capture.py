@@ -75,6 +75,9 @@ class CaptureState:
     ring_files: int = 0
     frames: int | None = None
     """Frames in ``capture.pcap`` after a ring merge (None: not counted)."""
+    cpu_s: float | None = None
+    """CPU time tcpdump used over the run (user + system), read just before it was stopped:
+    what the capture cost the machine the lab measures."""
 
 
 def capture_filter(config: CaptureConfig) -> str:
@@ -165,6 +168,15 @@ def _alive(pid: int) -> bool:
             return f.read().rsplit(")", 1)[1].split()[0] != "Z"
     except (OSError, IndexError):
         return False
+
+
+def _cpu_seconds(pid: int) -> float | None:
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return round((int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"), 2)
+    except (OSError, IndexError, ValueError):
+        return None
 
 
 def _is_ours(state: CaptureState) -> bool:
@@ -272,8 +284,10 @@ def stop_capture(run_dir: Path, grace: float = 5.0) -> Path | None:
     state = read_state(Path(run_dir))
     if state is None:
         return None
+    cpu_s = state.cpu_s
     if state.pid is not None and (state.pid in _CHILDREN or _is_ours(state)):
         flush(state, 2.0)
+        cpu_s = _cpu_seconds(state.pid)
         _stop_process(state, grace)
     path = Path(state.path)
     frames = state.frames
@@ -283,7 +297,10 @@ def stop_capture(run_dir: Path, grace: float = 5.0) -> Path | None:
             frames = merge_pcaps(parts, path)
             for part in parts:
                 part.unlink()
-    _write_state(Path(run_dir), CaptureState(**{**asdict(state), "pid": None, "frames": frames}))
+    _write_state(
+        Path(run_dir),
+        CaptureState(**{**asdict(state), "pid": None, "frames": frames, "cpu_s": cpu_s}),
+    )
     return path if path.exists() else None
 
 

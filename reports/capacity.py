@@ -250,6 +250,7 @@ def record_evidence(run_dir: Path) -> dict[str, object]:
         "capture_bound_mb": (state.ring_mb * state.ring_files) if state else None,
         "capture_bytes": pcap.stat().st_size if pcap.exists() else 0,
         "capture_window_s": round(packets[-1].t - packets[0].t, 1) if packets else 0.0,
+        "capture_cpu_s": state.cpu_s if state else None,
         "events_bytes": events.stat().st_size if events.exists() else 0,
         "failed_calls_in_window": len(failed),
         "ladders": len(ladders),
