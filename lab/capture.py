@@ -19,7 +19,11 @@ ladders, of the per-test pcap of a failed test and of the checks that need to se
 - **Bounded size.** With ``ring_mb`` set (capacity runs) tcpdump keeps ``ring_files`` files of
   ``ring_mb`` MB each (``-C``/``-W``), overwriting the oldest: the capture is bounded to
   ``ring_mb * ring_files`` MB of the *last* traffic of the run, merged into ``capture.pcap`` at
-  stop.
+  stop. With ``keep_mb`` too, each file tcpdump finishes is looked at (``-z``, the
+  post-rotate hook, :func:`write_keep_hook`): one that holds a failure answer (a final response
+  >= 300 other than the 401/407 challenges, or a ``cause=408`` Reason) is moved out of the
+  ring into ``capture-kept/`` while the kept files stay under ``keep_mb``, so the failures of
+  earlier load steps survive the ring; they are merged in front of the ring's files at stop.
 - **Ownership.** The process is the lab's own (PID and argv in ``<run>/capture.json``); stopped
   by PID after checking ``/proc/<pid>/cmdline`` (PIDs get reused), with SIGINT so tcpdump
   writes its last buffer. Attached runs (pytest, ``Lab``) give it a parent-death signal.
@@ -57,10 +61,12 @@ class CaptureConfig:
     ring_mb: int = 0
     """0: one unbounded file; else the size of each ring-buffer file (MB, 10^6 bytes)."""
     ring_files: int = 5
+    keep_mb: int = 0
+    """Ring mode: MB of finished ring files with failures kept out of the ring (0: none)."""
 
     @property
     def bound_mb(self) -> int | None:
-        return self.ring_mb * self.ring_files if self.ring_mb else None
+        return self.ring_mb * self.ring_files + self.keep_mb if self.ring_mb else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,8 +79,12 @@ class CaptureState:
     net: int
     ring_mb: int = 0
     ring_files: int = 0
+    keep_mb: int = 0
     frames: int | None = None
     """Frames in ``capture.pcap`` after a ring merge (None: not counted)."""
+    dropped: int | None = None
+    """Packets the kernel dropped before tcpdump read them (tcpdump's own count at exit): a
+    capture with drops misses messages that were on the wire."""
     cpu_s: float | None = None
     """CPU time tcpdump used over the run (user + system), read just before it was stopped:
     what the capture cost the machine the lab measures."""
@@ -103,11 +113,55 @@ def tcpdump() -> str:
 
 
 def capture_argv(config: CaptureConfig, path: Path) -> list[str]:
-    argv = [tcpdump(), "-i", "lo", "-n", "-s", "0", "-B", "16384", "-U", "--immediate-mode"]
+    # Immediate mode makes libpcap use TPACKET_V2: fixed ring slots as big as the snapshot
+    # length (65535: every datagram whole, lo's MTU is 65536), so the 64 MiB kernel buffer
+    # (-B, KiB) holds ~1000 packets while tcpdump waits for a CPU on a loaded machine.
+    argv = [tcpdump(), "-i", "lo", "-n", "-s", "65535", "-B", "65536", "-U", "--immediate-mode"]
     argv += ["-Z", "root", "-w", str(path)]  # -Z root: keep writing into root's run folder
     if config.ring_mb:
         argv += ["-C", str(config.ring_mb), "-W", str(config.ring_files)]
+        if config.keep_mb:
+            argv += ["-z", str(path.parent / KEEP_HOOK)]
     return [*argv, capture_filter(config)]
+
+
+KEPT_DIR = "capture-kept"
+KEEP_HOOK = "capture-keep.sh"
+STOPPING = "capture-stopping"
+FAILURE_PATTERN = r"SIP/2\.0 (?!40[17] )[3-6][0-9][0-9] |cause=408"
+"""A final failure answer (the 401/407 challenges excepted) or a BYE ending a call for a
+timeout (RFC 3326 Reason), searched in the raw bytes of a finished ring file."""
+
+
+def write_keep_hook(run_dir: Path, budget_mb: int, ring_mb: int = 1) -> Path:
+    """The post-rotate hook tcpdump runs on each finished ring file (``-z`` takes one command
+    and gives it the file name). Shell and grep, not Python: it runs while the load runs and
+    must finish before the ring comes round to the same file, so it must cost next to nothing.
+
+    It moves the file into ``capture-kept/`` when the file holds a failure
+    (:data:`FAILURE_PATTERN`) and the kept files stay within ``budget_mb``; it does nothing
+    once the capture is being stopped (``capture-stopping``). A file smaller than ``ring_mb``
+    is not a finished one: tcpdump has already come round to it and writes it again (a hook
+    that ran late), so it is left alone."""
+    run_dir = Path(run_dir)
+    kept = run_dir / KEPT_DIR
+    hook = run_dir / KEEP_HOOK
+    hook.write_text(
+        "#!/bin/sh\n"
+        "# tcpdump -z hook (lab/capture.py): keep a finished ring file that holds a failure.\n"
+        f'[ -e "{run_dir / STOPPING}" ] && exit 0\n'
+        'size=$(wc -c < "$1")\n'
+        f'[ "$size" -ge {ring_mb * 1_000_000} ] || exit 0\n'
+        f"grep -qaP '{FAILURE_PATTERN}' \"$1\" || exit 0\n"
+        f'mkdir -p "{kept}"\n'
+        f"used=$(find '{kept}' -name '*.pcap' -printf '%s\\n' | awk '{{s+=$1}} END {{print s+0}}')\n"
+        f"[ $((used + size)) -le {budget_mb * 1_000_000} ] || exit 0\n"
+        f'[ "$(wc -c < "$1")" -ge {ring_mb * 1_000_000} ] || exit 0\n'
+        f'mv "$1" "{kept}/$(date +%s%N).pcap"\n',
+        encoding="utf-8",
+    )
+    hook.chmod(0o755)
+    return hook
 
 
 def _live_file(state: CaptureState) -> Path | None:
@@ -170,6 +224,18 @@ def _alive(pid: int) -> bool:
         return False
 
 
+def _dropped(log: Path, default: int | None) -> int | None:
+    """The last ``N packets dropped by kernel`` tcpdump printed at exit."""
+    try:
+        lines = log.read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        return default
+    for line in reversed(lines):
+        if line.endswith("packets dropped by kernel") and line.split()[0].isdigit():
+            return int(line.split()[0])
+    return default
+
+
 def _cpu_seconds(pid: int) -> float | None:
     try:
         with open(f"/proc/{pid}/stat", encoding="ascii") as f:
@@ -221,6 +287,10 @@ def start_capture(
     path = run_dir / CAPTURE_FILE
     for old in [path, *ring_parts(path)]:
         old.unlink(missing_ok=True)
+    shutil.rmtree(run_dir / KEPT_DIR, ignore_errors=True)
+    (run_dir / STOPPING).unlink(missing_ok=True)
+    if config.ring_mb and config.keep_mb:
+        write_keep_hook(run_dir, config.keep_mb, config.ring_mb)
     argv = capture_argv(config, path)
     log = run_dir / "logs" / "capture.log"
     log.parent.mkdir(parents=True, exist_ok=True)
@@ -245,6 +315,7 @@ def start_capture(
         config.net,
         config.ring_mb,
         config.ring_files if config.ring_mb else 0,
+        config.keep_mb if config.ring_mb else 0,
     )
     _write_state(run_dir, state)
     if not flush(state, timeout):
@@ -285,6 +356,8 @@ def stop_capture(run_dir: Path, grace: float = 5.0) -> Path | None:
     if state is None:
         return None
     cpu_s = state.cpu_s
+    if state.keep_mb:
+        (Path(run_dir) / STOPPING).touch()  # the hook leaves the last files where they are
     if state.pid is not None and (state.pid in _CHILDREN or _is_ours(state)):
         flush(state, 2.0)
         cpu_s = _cpu_seconds(state.pid)
@@ -292,14 +365,26 @@ def stop_capture(run_dir: Path, grace: float = 5.0) -> Path | None:
     path = Path(state.path)
     frames = state.frames
     if state.ring_mb:
-        parts = ring_parts(path)
+        ring = ring_parts(path)  # listed first: a file a late hook moves is then in `kept`
+        kept = sorted((Path(run_dir) / KEPT_DIR).glob("*.pcap"))  # older than the ring's
+        parts = kept + ring
         if parts:
             frames = merge_pcaps(parts, path)
             for part in parts:
-                part.unlink()
+                part.unlink(missing_ok=True)
+        shutil.rmtree(Path(run_dir) / KEPT_DIR, ignore_errors=True)
+        (Path(run_dir) / STOPPING).unlink(missing_ok=True)
     _write_state(
         Path(run_dir),
-        CaptureState(**{**asdict(state), "pid": None, "frames": frames, "cpu_s": cpu_s}),
+        CaptureState(
+            **{
+                **asdict(state),
+                "pid": None,
+                "frames": frames,
+                "cpu_s": cpu_s,
+                "dropped": _dropped(Path(run_dir) / "logs" / "capture.log", state.dropped),
+            }
+        ),
     )
     return path if path.exists() else None
 
@@ -316,4 +401,5 @@ __all__ = [
     "start_capture",
     "stop_capture",
     "tcpdump",
+    "write_keep_hook",
 ]

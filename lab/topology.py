@@ -65,7 +65,8 @@ Addresses are fixed by the architecture (one loopback address per node): the lab
 
 Evidence: every run captures the packets between those addresses (``lab/capture.py``). The
 top-level ``evidence_mb`` (0 = unbounded) bounds it for long, heavy runs: a ring buffer of the
-last N MB, and no node event logs (``siplab capacity`` uses 100).
+last N/2 MB plus up to N/2 MB of earlier traffic with failed calls, and no node event logs
+(``siplab capacity`` uses 160).
 """
 
 from __future__ import annotations
@@ -275,14 +276,15 @@ class Topology:
     different value lets several labs (or test sessions) run side by side."""
     evidence_mb: int = 0
     """0: full evidence (the whole packet capture, the PBX emulators' event logs). N > 0:
-    bounded evidence for long, heavy runs (capacity): the capture is a ring of the last N MB
-    (5 files of N/5 MB, ``lab/capture.py``) and the emulators write no event log."""
+    bounded evidence for long, heavy runs (capacity), at most N MB of capture: a ring of the
+    last N/2 MB (5 files of N/10 MB) plus up to N/2 MB of earlier ring files that held failed
+    calls (``lab/capture.py``); the emulators write no event log."""
 
     def __post_init__(self) -> None:
         if not 0 <= self.net <= 255:
             raise FieldError("net", "must be 0..255")
-        if self.evidence_mb and not 5 <= self.evidence_mb <= 100_000:
-            raise FieldError("evidence_mb", "must be 0 (unbounded) or 5..100000 (MB)")
+        if self.evidence_mb and not 10 <= self.evidence_mb <= 100_000:
+            raise FieldError("evidence_mb", "must be 0 (unbounded) or 10..100000 (MB)")
         if not 0 <= self.pbx_count <= 89:
             raise FieldError("pbx_count", "must be 0..89")
         names = [p.name or f"pbx{i}" for i, p in enumerate(self.pbx_nodes(), 1)]

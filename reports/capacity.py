@@ -218,10 +218,11 @@ def _local_lab(run_dir: Path, router: RouterKind, pbx: int, net: int) -> Iterato
         record_evidence(run_dir)
 
 
-EVIDENCE_MB = 100
-"""A capacity run keeps the last 100 MB of its packet capture (a ring buffer); no node writes
+EVIDENCE_MB = 160
+"""A capacity run keeps at most 160 MB of packet capture: the last 80 MB (a ring buffer) and up
+to 80 MB of earlier ring files that held failed calls (``lab/capture.py``); no node writes
 an event log (the router's would be measured as capacity, and a line per message outgrows any
-bound). Ladders: of the failed calls in the capture's window, at most :data:`MAX_LADDERS`;
+bound). Ladders: of the failed calls in the kept capture, at most :data:`MAX_LADDERS`;
 the per-step figures come from the load generator."""
 MAX_LADDERS = 100
 
@@ -247,10 +248,11 @@ def record_evidence(run_dir: Path) -> dict[str, object]:
     pcap = run_dir / "capture.pcap"
     events = run_dir / "events.jsonl"
     info: dict[str, object] = {
-        "capture_bound_mb": (state.ring_mb * state.ring_files) if state else None,
+        "capture_bound_mb": (state.ring_mb * state.ring_files + state.keep_mb) if state else None,
         "capture_bytes": pcap.stat().st_size if pcap.exists() else 0,
         "capture_window_s": round(packets[-1].t - packets[0].t, 1) if packets else 0.0,
         "capture_cpu_s": state.cpu_s if state else None,
+        "capture_dropped": state.dropped if state else None,
         "events_bytes": events.stat().st_size if events.exists() else 0,
         "failed_calls_in_window": len(failed),
         "ladders": len(ladders),

@@ -81,9 +81,10 @@ def _evidence_text(evidence: object) -> str | None:
     bound = evidence.get("capture_bound_mb")
     size = int(evidence.get("capture_bytes") or 0) / 1e6
     return (
-        f"capture.pcap {size:.1f} MB (ring bound {bound} MB, last "
-        f"{evidence.get('capture_window_s')} s), {evidence.get('ladders')} ladders of "
-        f"{evidence.get('failed_calls_in_window')} failed calls in that window, events.jsonl "
+        f"capture.pcap {size:.1f} MB (bound {bound} MB: the last part of the run and earlier "
+        f"parts with failures, spanning {evidence.get('capture_window_s')} s), "
+        f"{evidence.get('ladders')} ladders of the {evidence.get('failed_calls_in_window')} "
+        f"failed calls in it, events.jsonl "
         f"{int(evidence.get('events_bytes') or 0) / 1e6:.1f} MB"
     )
 

@@ -455,7 +455,8 @@ class LocalBackend:
         started: list[NodeRecord] = []
         source = p.router.host  # the router endpoint is identified by IP on the PBX nodes
         # The capture runs before the first node, so it sees every packet of the run.
-        capture = CaptureConfig(topology.net, ring_mb=topology.evidence_mb // 5)
+        capture = CaptureConfig(topology.net, ring_mb=topology.evidence_mb // 10)
+        capture = replace(capture, keep_mb=topology.evidence_mb // 2 if capture.ring_mb else 0)
         start_capture(run_dir, capture, attached=not self.detach)
         try:
             if p.db is not None:

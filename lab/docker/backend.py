@@ -372,7 +372,8 @@ class DockerBackend:
 
         # Containers use host networking on the lab's loopback addresses: one capture on the
         # host's lo sees every leg. It starts before the first container.
-        capture = CaptureConfig(topology.net, ring_mb=topology.evidence_mb // 5)
+        capture = CaptureConfig(topology.net, ring_mb=topology.evidence_mb // 10)
+        capture = replace(capture, keep_mb=topology.evidence_mb // 2 if capture.ring_mb else 0)
         start_capture(run_dir, capture, attached=not self.detach)
         try:
             if with_db:

@@ -4,12 +4,21 @@ from __future__ import annotations
 
 import socket
 import struct
+import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from lab.capture import CaptureConfig, flush, read_state, start_capture, stop_capture
+from lab.capture import (
+    CaptureConfig,
+    flush,
+    read_state,
+    start_capture,
+    stop_capture,
+    write_keep_hook,
+)
 from lab.evidence import LINKTYPE_ETHERNET, _checksum, udp_frame
 from lab.wire import PcapReader, cut_pcap, read_records, sip_record
 from router.sip import Headers, Request, make_response, parse_untrusted, serialize
@@ -202,6 +211,7 @@ def test_ring_buffer_keeps_a_bounded_window_of_the_last_traffic(run_dir: Path) -
     try:
         for i in range(3000):  # about 4 MB: twice the ring
             a.sendto(sip_request(f"r-{i}", "MESSAGE", body), b.getsockname())
+            time.sleep(0.0002)  # paced like a load test, not a flood the kernel drops from
             if i % 200 == 0:
                 b.setblocking(False)
                 while True:
@@ -223,3 +233,78 @@ def test_ring_buffer_keeps_a_bounded_window_of_the_last_traffic(run_dir: Path) -
     numbers = [int(i.split("-")[1]) for i in ids if i]
     assert numbers == sorted(numbers)  # parts merged oldest first
     assert not list(run_dir.glob("capture.pcap[0-9]*"))
+    stopped = read_state(run_dir)
+    assert stopped is not None
+    assert stopped.dropped == 0
+
+
+def test_ring_files_with_failures_are_kept_out_of_the_ring(run_dir: Path) -> None:
+    """keep_mb: a finished ring file holding a failure answer (not a 401 challenge) leaves the
+    ring for capture-kept/ (tcpdump's -z hook) and is merged in front of the ring at stop."""
+    config = CaptureConfig(NET, ring_mb=1, ring_files=5, keep_mb=3)
+    state = start_capture(run_dir, config, attached=True)
+    a, b = udp_pair()
+    body = b"x" * 1200
+    request = parse_untrusted(sip_request("early-failure"))
+    assert isinstance(request, Request)
+    try:
+        a.sendto(serialize(make_response(request, 401)), b.getsockname())  # a challenge: no
+        a.sendto(serialize(make_response(request, 503)), b.getsockname())  # a failure: kept
+        for i in range(7000):  # about 9 MB: the ring is 5 MB
+            a.sendto(sip_request(f"k-{i}", "MESSAGE", body), b.getsockname())
+            time.sleep(0.0002)  # paced: the hook must run before the ring comes round
+            if i % 200 == 0:
+                b.setblocking(False)
+                while True:
+                    try:
+                        b.recv(65535)
+                    except BlockingIOError:
+                        break
+        assert flush(state, 10.0)
+    finally:
+        a.close()
+        b.close()
+    kept = run_dir / "capture-kept"
+    deadline = time.monotonic() + 10.0  # the hook runs in its own process after a rotation
+    while not list(kept.glob("*.pcap")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert len(list(kept.glob("*.pcap"))) == 1
+    path = stop_capture(run_dir)
+    assert path is not None
+    records = read_records(path)
+    assert [r.status for r in records[:2]] == [401, 503]  # the early failure survived
+    assert records[-1].call_id == "k-6999"
+    assert "k-2000" not in {r.call_id for r in records}  # the middle went round the ring
+    assert not kept.exists()
+
+
+def test_keep_hook_ignores_challenges_and_respects_the_budget(tmp_path: Path) -> None:
+    request = parse_untrusted(sip_request("c"))
+    assert isinstance(request, Request)
+
+    def part(name: str, status: int) -> Path:
+        path = tmp_path / name
+        answer = serialize(make_response(request, status))
+        write_frames(path, [(1.0, udp_frame("127.60.0.1:1", "127.60.0.2:2", answer))])
+        return path
+
+    def run(hook: Path, file: Path) -> None:
+        subprocess.run([str(hook), str(file)], check=True, timeout=10)
+
+    kept = tmp_path / "capture-kept"
+    hook = write_keep_hook(tmp_path, 1, ring_mb=0)
+    challenge = part("capture.pcap0", 407)
+    run(hook, challenge)
+    assert challenge.exists()  # a challenge is no failure: the file stays in the ring
+    failure = part("capture.pcap1", 486)
+    run(write_keep_hook(tmp_path, 0, ring_mb=0), failure)
+    assert failure.exists()  # over the budget: stays in the ring
+    run(write_keep_hook(tmp_path, 1, ring_mb=1), failure)
+    assert failure.exists()  # smaller than a ring file: tcpdump is writing it again
+    run(write_keep_hook(tmp_path, 1, ring_mb=0), failure)
+    assert not failure.exists()
+    assert len(list(kept.glob("*.pcap"))) == 1
+    (tmp_path / "capture-stopping").touch()
+    late = part("capture.pcap0", 500)
+    run(hook, late)
+    assert late.exists()  # the capture is stopping: the hook leaves files alone
