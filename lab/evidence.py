@@ -517,12 +517,18 @@ def annotate_faults(records: list[SipRecord], events: Iterable[Event]) -> list[S
 
 def run_packets(run_dir: str | Path, since: float = 0.0) -> list[SipRecord]:
     """The SIP records of a run since ``since``: from the capture when the run has one (fault
-    decisions as notes), else rebuilt from the nodes' event logs."""
+    decisions as notes), else rebuilt from the nodes' event logs; plus ``hep.pcap`` (HEPv3
+    from a router on another host, :mod:`lab.hep`) when the run has one."""
     run = Path(run_dir)
     if has_capture(run):
         faults = [e for e in load_events(run) if e.get("event") == "fault"]
-        return annotate_faults(read_records(run / "capture.pcap", since), faults)
-    return [p for p in packets_from_events(load_events(run), _lab_addresses(run)) if p.t >= since]
+        records = annotate_faults(read_records(run / "capture.pcap", since), faults)
+    else:
+        events = load_events(run)
+        records = [p for p in packets_from_events(events, _lab_addresses(run)) if p.t >= since]
+    if (run / "hep.pcap").exists():  # a remote router's own view (lab/hep.py), merged in
+        records = sorted([*records, *read_records(run / "hep.pcap", since)], key=lambda r: r.t)
+    return records
 
 
 def lab_packets(
