@@ -111,11 +111,11 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 def cmd_down(args: argparse.Namespace) -> int:
     lab = _lab(args)
-    _backend(lab).down(lab)
+    _backend(lab).down(lab)  # stops the capture after the nodes
     from lab.evidence import write_capture
 
-    pcap = write_capture(lab.run_dir)
-    print(f"lab down: events {lab.events}, capture {pcap}")
+    pcap = write_capture(lab.run_dir)  # the real capture; rebuilt from events only for old runs
+    print(f"lab down: capture {pcap}, events {lab.events}")
     return 0
 
 

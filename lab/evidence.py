@@ -1,6 +1,12 @@
-"""Evidence from a run folder: merged events, a pcap rebuilt from them, call ladders.
+"""Evidence from a run folder: the capture's SIP records, merged events, call ladders.
 
-Every component writes ``events/<node>.jsonl`` (``router/observe.py`` format: ``t``, ``node``,
+**The capture is the source.** A run started by a backend has ``capture.pcap``, the real
+packets on loopback (:mod:`lab.capture`), read as :class:`lab.wire.SipRecord` values
+(:func:`run_packets`); fault relays' decisions (their ``fault`` events) annotate the records
+they concern (a dropped datagram is marked ``drop``). Runs without a capture (older run folders,
+fixtures) fall back to the nodes' event logs below.
+
+Every component may write ``events/<node>.jsonl`` (``router/observe.py`` format: ``t``, ``node``,
 ``event``, ``dir``, ``peer``, ``method``, ``status``, ``call_id`` and the message text in
 ``raw``). From those alone this module rebuilds what crossed the wire:
 
@@ -30,6 +36,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
+
+from lab.wire import SipRecord, read_records
 
 Event = dict[str, Any]
 
@@ -80,29 +88,8 @@ def merge_events(run_dir: str | Path) -> Path:
 # -- packets -----------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class Packet:
-    """One datagram on the wire as rebuilt from events."""
-
-    t: float
-    src: str
-    """``ip:port``"""
-    dst: str
-    data: bytes
-    call_id: str | None
-    method: str | None
-    status: int | None
-    note: str = ""
-    """What a fault relay did with it (``drop``, ``delay``, ...); empty for plain traffic."""
-
-    @property
-    def label(self) -> str:
-        first = self.data.split(b"\r\n", 1)[0].decode("utf-8", "replace")
-        if first.startswith("SIP/2.0 "):
-            text = first[8:] + (f" ({self.method})" if self.method else "")
-        else:
-            text = first.split(" ", 1)[0] or "?"
-        return f"{text} [{self.note}]" if self.note else text
+Packet = SipRecord
+"""The record of one SIP message (:class:`lab.wire.SipRecord`; the old name)."""
 
 
 def _node_addresses(events: list[Event]) -> dict[str, str]:
@@ -464,7 +451,7 @@ def write_ladders(
     """
     run = Path(run_dir)
     if packets is None:
-        packets = packets_from_events(load_events(run), _lab_addresses(run))
+        packets = run_packets(run)
     names = names if names is not None else {v: k for k, v in _lab_addresses(run).items()}
     if call_ids is None:
         call_ids = (
@@ -498,11 +485,100 @@ def _lab_addresses(run: Path) -> dict[str, str]:
     return {n.name: n.address for n in lab.nodes if n.port}
 
 
+def has_capture(run_dir: str | Path) -> bool:
+    """True when the run was captured on the wire (``capture.json`` next to the pcap)."""
+    run = Path(run_dir)
+    return (run / "capture.json").exists() and (run / "capture.pcap").exists()
+
+
+def annotate_faults(records: list[SipRecord], events: Iterable[Event]) -> list[SipRecord]:
+    """``records`` with the fault relays' decisions as notes: the datagram a relay dropped,
+    held, delayed or duplicated carries the action (matched by source, destination, bytes)."""
+    pending: Counter[tuple[str, str, bytes]] = Counter()
+    actions: dict[tuple[str, str, bytes], list[str]] = {}
+    for e in events:
+        action = str(e.get("action", ""))
+        if e.get("event") != "fault" or action in ("", "pass") or not isinstance(e.get("raw"), str):
+            continue
+        key = (str(e.get("from")), str(e.get("to")), e["raw"].encode("utf-8"))
+        pending[key] += 1
+        actions.setdefault(key, []).append(action)
+    if not pending:
+        return records
+    out = []
+    for r in records:
+        key = (r.src, r.dst, r.data)
+        if pending[key] > 0:
+            pending[key] -= 1
+            r = replace(r, note=actions[key].pop(0))
+        out.append(r)
+    return out
+
+
+def run_packets(run_dir: str | Path, since: float = 0.0) -> list[SipRecord]:
+    """The SIP records of a run since ``since``: from the capture when the run has one (fault
+    decisions as notes), else rebuilt from the nodes' event logs; plus ``hep.pcap`` (HEPv3
+    from a router on another host, :mod:`lab.hep`) when the run has one."""
+    run = Path(run_dir)
+    if has_capture(run):
+        faults = [e for e in load_events(run) if e.get("event") == "fault"]
+        records = annotate_faults(read_records(run / "capture.pcap", since), faults)
+    else:
+        events = load_events(run)
+        records = [p for p in packets_from_events(events, _lab_addresses(run)) if p.t >= since]
+    if (run / "hep.pcap").exists():  # a remote router's own view (lab/hep.py), merged in
+        records = sorted([*records, *read_records(run / "hep.pcap", since)], key=lambda r: r.t)
+    return records
+
+
+def lab_packets(
+    run_dir: Path, since: float, addresses: dict[str, str], cache: dict[str, Any]
+) -> list[SipRecord]:
+    """:func:`run_packets` for a lab that is still running: the capture is read incrementally
+    (a :class:`lab.wire.LiveRecords` kept in ``cache``) so each call re-reads only from just
+    before ``since``. Call after the capture's flush barrier."""
+    from lab.wire import LiveRecords
+
+    events = [e for e in load_events(run_dir) if e["t"] >= since]
+    if not has_capture(run_dir):
+        return packets_from_events(events, addresses)
+    live = cache.get("_live")
+    if not isinstance(live, LiveRecords):
+        live = cache["_live"] = LiveRecords(run_dir / "capture.pcap")
+    faults = [e for e in events if e.get("event") == "fault"]
+    return annotate_faults(live.since(since), faults)
+
+
+def failure_evidence(
+    run_dir: Path, packets: list[SipRecord], folder: Path, since: float, names: dict[str, str]
+) -> list[tuple[str, str]]:
+    """The report sections of a failed test: ladders of the calls that failed (SVGs in
+    ``folder/ladders``) and ``folder/capture.pcap``, the frames captured since ``since``."""
+    from lab.wire import cut_pcap
+
+    pcap = folder / "capture.pcap"
+    if has_capture(run_dir):
+        cut_pcap(run_dir / "capture.pcap", pcap, since)  # the frames as captured
+    else:
+        write_pcap(pcap, packets)
+    ladders = write_ladders(folder, failed_calls(packets), names=names, packets=packets)
+    text = (
+        "\n".join(f"{body}  -> {svg}\n" for _, svg, body in ladders[:5])
+        or "no failed calls during the test\n"
+    )
+    return [
+        ("siplab ladder", text),
+        ("siplab capture", f"pcap: {pcap} ({len(packets)} packets)\nrun folder: {run_dir}"),
+    ]
+
+
 def write_capture(run_dir: str | Path) -> Path:
-    """``<run_dir>/capture.pcap`` from the run's events; returns its path."""
+    """``<run_dir>/capture.pcap``: the real capture when the run has one; for a run folder
+    without a capture, a pcap rebuilt from its events (UDP frames only)."""
     run = Path(run_dir)
     target = run / "capture.pcap"
-    write_pcap(target, packets_from_events(load_events(run), _lab_addresses(run)))
+    if not has_capture(run):
+        write_pcap(target, packets_from_events(load_events(run), _lab_addresses(run)))
     return target
 
 
@@ -510,8 +586,13 @@ __all__ = [
     "LINKTYPE_ETHERNET",
     "Ladder",
     "Packet",
+    "SipRecord",
+    "annotate_faults",
     "build_ladder",
     "failed_calls",
+    "failure_evidence",
+    "has_capture",
+    "lab_packets",
     "ladder_png",
     "ladder_svg",
     "ladder_text",
@@ -519,6 +600,7 @@ __all__ = [
     "merge_events",
     "packets_from_events",
     "read_events",
+    "run_packets",
     "udp_frame",
     "write_capture",
     "write_ladders",

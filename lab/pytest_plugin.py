@@ -20,7 +20,9 @@ timer multiplied; default 0.1), ``--lab-faults`` (links with relays), ``--lab-ne
 
 When a test that used a lab fails (any fixture value that is a :class:`Lab`), the report gets
 the ladders of the calls that failed during the test (text; SVGs under
-``<run>/tests/<test id>/``) and the path of a pcap of that test's traffic.
+``<run>/tests/<test id>/``) and the path of a pcap of that test's traffic, cut from the lab's
+packet capture (``lab/capture.py``: every packet between the lab's addresses, whatever router
+and PBX run) after its flush barrier.
 
 Settings the topology does not carry (the registrar's ``nonce_lifetime``, a PBX's
 ``queue_mode``, probing thresholds ...) are given as router/PBX config tables
@@ -54,6 +56,7 @@ from lab.topology import Topology, default_topology, dump_toml, topology_from_di
 if TYPE_CHECKING:
     from lab.engines import SippResult, SippScenario
     from lab.ua import UserAgent
+    from lab.wire import SipRecord
     from router.realtime import Database
     from router.sip.transaction.timers import Timers
 
@@ -378,12 +381,23 @@ class Lab:
 
         return [e for e in load_events(self.run_dir) if e["t"] >= since]
 
-    def packets(self, since: float = 0.0) -> list[Any]:
-        from lab.evidence import packets_from_events
+    def flush_capture(self, timeout: float = 5.0) -> bool:
+        """Barrier: once True, every packet sent before the call is in ``capture.pcap``
+        (:func:`lab.capture.flush`). False when the lab has no running capture."""
+        from lab.capture import flush, read_state
 
-        return packets_from_events(
-            self.events(since), {n.name: n.address for n in self.labfile.nodes if n.port}
-        )
+        state = read_state(self.run_dir)
+        return state is not None and state.pid is not None and flush(state, timeout)
+
+    def packets(self, since: float = 0.0) -> list[SipRecord]:
+        """SIP messages on the wire since ``since`` (epoch seconds), every leg, whatever router
+        and PBX run: read from the lab's capture after a flush barrier, with the fault relays'
+        decisions as notes. A lab without a capture falls back to the nodes' event logs."""
+        from lab.evidence import lab_packets
+
+        self.flush_capture()
+        addresses = {n.name: n.address for n in self.labfile.nodes if n.port}
+        return lab_packets(self.run_dir, since, addresses, self.__dict__)
 
     def down(self) -> None:
         self.labfile = self.backend.down(self.labfile)
@@ -583,7 +597,9 @@ def kamailio_differs(request: pytest.FixtureRequest, name: str, *, run: bool = T
 
 def kamailio_cannot_observe(lab: Lab, name: str) -> None:
     """Skip (with the difference's reason) a check the lab cannot make against Kamailio, e.g.
-    one that reads the router's own event log (``router_events``). No effect otherwise."""
+    one that reads the reference router's Prometheus metrics (``metrics``). What the router
+    sent and received is never such a check: the lab's capture shows it for every router
+    (:meth:`Lab.packets`). No effect otherwise."""
     from lab.routers.kamailio.differences import difference
 
     reason = difference(name)
@@ -760,20 +776,10 @@ def pytest_runtest_makereport(
 
 def attach_evidence(report: pytest.TestReport, lab: Lab, since: float, nodeid: str) -> None:
     """Ladders of the calls that failed since ``since`` and a pcap of the test's traffic."""
-    from lab.evidence import failed_calls, write_ladders, write_pcap
+    from lab.evidence import failure_evidence
 
-    time.sleep(0.05)  # XXX let nodes flush their last event batch (they flush per datagram batch)
-    packets = lab.packets(since)
-    folder = lab.artifacts(nodeid)
-    pcap = folder / "capture.pcap"
-    write_pcap(pcap, packets)
     names = {n.address: n.name for n in lab.labfile.nodes if n.port}
-    ladders = write_ladders(folder, failed_calls(packets), names=names, packets=packets)
-    text = (
-        "\n".join(f"{body}  -> {svg}\n" for _, svg, body in ladders[:5])
-        or "no failed calls during the test\n"
-    )
-    report.sections.append(("siplab ladder", text))
-    report.sections.append(
-        ("siplab capture", f"pcap: {pcap} ({len(packets)} packets)\nrun folder: {lab.run_dir}")
-    )
+    for section in failure_evidence(
+        lab.run_dir, lab.packets(since), lab.artifacts(nodeid), since, names
+    ):
+        report.sections.append(section)

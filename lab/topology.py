@@ -22,6 +22,8 @@ Example::
 
     [router]
     kind = "reference"              # or "kamailio"
+    events = false                  # the reference router's own JSON event log (opt-in: the
+                                    # lab's packet capture is the evidence)
 
     [[pbx]]                         # repeat per node; or `pbx_count = 3` for defaults
     kind = "emulator"               # "asterisk" (docker backend), "sipp" (stand-in UAS)
@@ -60,6 +62,11 @@ Example::
 Addresses are fixed by the architecture (one loopback address per node): the lab DB
 ``127.0.0.5:5432`` (when the lab starts PostgreSQL), router ``127.0.0.10:5060``, ``pbxN``
 ``127.0.0.(10+N):5060``, fault relays and load generators from ``127.0.0.100`` on.
+
+Evidence: every run captures the packets between those addresses (``lab/capture.py``). The
+top-level ``evidence_mb`` (0 = unbounded) bounds it for long, heavy runs: a ring buffer of the
+last N/2 MB plus up to N/2 MB of earlier traffic with failed calls, and no node event logs
+(``siplab capacity`` uses 160).
 """
 
 from __future__ import annotations
@@ -124,6 +131,10 @@ class RouterSpec:
     """The router under test: siplab's reference router or Kamailio (Debian package)."""
     policy: str = "router.policy:request_route"
     """Routing policy of the reference router (``module:function``)."""
+    events: bool = False
+    """The reference router writes its own JSON event log (``events/router.jsonl``, a line
+    per SIP message, on its hot path). Off by default: the lab's packet capture is the
+    evidence (``lab/capture.py``); status, metrics and counters stay either way."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -270,10 +281,17 @@ class Topology:
     net: int = 0
     """Second octet of every lab address: 127.<net>.0.x (0 = the documented addresses); a
     different value lets several labs (or test sessions) run side by side."""
+    evidence_mb: int = 0
+    """0: full evidence (the whole packet capture, the PBX emulators' event logs). N > 0:
+    bounded evidence for long, heavy runs (capacity), at most N MB of capture: a ring of the
+    last N/2 MB (5 files of N/10 MB) plus up to N/2 MB of earlier ring files that held failed
+    calls (``lab/capture.py``); the emulators write no event log."""
 
     def __post_init__(self) -> None:
         if not 0 <= self.net <= 255:
             raise FieldError("net", "must be 0..255")
+        if self.evidence_mb and not 10 <= self.evidence_mb <= 100_000:
+            raise FieldError("evidence_mb", "must be 0 (unbounded) or 10..100000 (MB)")
         if not 0 <= self.pbx_count <= 89:
             raise FieldError("pbx_count", "must be 0..89")
         names = [p.name or f"pbx{i}" for i, p in enumerate(self.pbx_nodes(), 1)]

@@ -5,9 +5,12 @@ SIPp figures and CPU, the service level, scenario, hardware and versions), ``eve
 (what every node saw), ``samples.csv`` (CPU/RSS over time) and ``lab.json``. A run folder from a
 scenario (no ``capacity.json``) is analysed as one step spanning its events.
 
-Per-step figures come from the events when the vantage node wrote events (the reference router
-does; Kamailio does not), and from the load generator's own statistics otherwise. The summary
-says which (``source``), so two reports are compared like with like.
+Per-step figures come from the events at the vantage node, and from the load generator's own
+statistics when there are none. The events are the nodes' own logs (``events.jsonl``) when the
+vantage node wrote one, else the lab's packet capture (``capture.pcap``, read by ``lab.wire``)
+when it holds the whole run (not a ring-buffer window, ``capture.json``): the capture sees the
+router's legs whatever router runs. The summary says which (``source``), so two reports are
+compared like with like.
 """
 
 from __future__ import annotations
@@ -61,12 +64,40 @@ def read_run(run_dir: str | Path) -> RunData:
     search = SearchResult.from_dict(capacity["search"]) if "search" in capacity else None
     events_path = run_dir / "events.jsonl"
     events = metrics.load_events(events_path) if events_path.exists() else metrics.empty_events()
+    lab = _read_json(run_dir / "lab.json")
+    vantage = (capacity.get("vantage") or {}).get("node") or "router"
+    if not (events["node"] == vantage).any():
+        wire = capture_events(run_dir, lab)
+        if wire is not None:
+            events = pd.concat([events, wire], ignore_index=True).sort_values("t", kind="stable")
+            events = events.reset_index(drop=True)
     samples_path = run_dir / "samples.csv"
     if samples_path.exists():
         samples = pd.read_csv(samples_path).astype(metrics.SAMPLE_DTYPES)
     else:
         samples = pd.DataFrame({c: pd.Series(dtype=d) for c, d in metrics.SAMPLE_DTYPES.items()})
-    return RunData(run_dir, capacity, search, events, samples, _read_json(run_dir / "lab.json"))
+    return RunData(run_dir, capacity, search, events, samples, lab)
+
+
+def capture_events(run_dir: Path, lab: dict[str, Any]) -> pd.DataFrame | None:
+    """The events table of the run's packet capture at every lab node's address, or None when
+    the run has no capture or only a bounded window of it (a ring buffer: counts would be
+    wrong for the steps before the window)."""
+    from lab.wire import PcapError, read_records
+
+    pcap = run_dir / "capture.pcap"
+    state = _read_json(run_dir / "capture.json")
+    if not pcap.exists() or state.get("ring_mb"):
+        return None
+    hosts = {
+        str(n["host"]): str(n["name"])
+        for n in lab.get("nodes", [])
+        if n.get("host") and n.get("port")
+    }
+    try:
+        return metrics.events_from_records(read_records(pcap), hosts)
+    except PcapError:
+        return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -233,6 +264,12 @@ def analyse(data: RunData, *, compare: dict[str, Any] | None = None) -> Analysis
                 )
     summary = _summary(data, kind, source, table, per_core, cpu, distribution, attempts, failures)
     summary["vantage"] = {"node": node, "requests_dir": requests_dir}
+    evidence = _read_json(data.run_dir / "evidence.json")
+    if evidence:
+        summary["evidence"] = evidence  # what the run kept (capture window, ladders, sizes)
+        if not summary.get("distribution") and evidence.get("window_distribution"):
+            summary["distribution"] = evidence["window_distribution"]
+            summary["distribution_from"] = "capture window"
     summary["warnings"] = warnings
     if compare:
         summary["compare"] = _compare(summary, compare)

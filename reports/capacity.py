@@ -201,23 +201,70 @@ class SippEngine:
 
 
 @contextmanager
-def _local_lab(run_dir: Path, router: RouterKind, pbx: int) -> Iterator[LabFile]:
+def _local_lab(run_dir: Path, router: RouterKind, pbx: int, net: int) -> Iterator[LabFile]:
     from lab.backends import get_backend
     from lab.topology import default_topology
 
     topology = default_topology(pbx=pbx)
-    topology = replace(topology, router=replace(topology.router, kind=router))
+    topology = replace(
+        topology, router=replace(topology.router, kind=router), evidence_mb=EVIDENCE_MB, net=net
+    )
     backend = get_backend("local")
     lab = backend.up(topology, run_dir)
     try:
         yield lab
     finally:
-        backend.down(lab)  # also merges every node's events into events.jsonl
+        backend.down(lab)  # stops the capture (ring merged) and merges the nodes' events
+        record_evidence(run_dir)
 
 
-def local_lab(*, router: RouterKind = "reference", pbx: int = 3) -> LabFactory:
-    """A lab factory for the default topology on the local backend."""
-    return lambda run_dir: _local_lab(run_dir, router, pbx)
+EVIDENCE_MB = 160
+"""A capacity run keeps at most 160 MB of packet capture: the last 80 MB (a ring buffer) and up
+to 80 MB of earlier ring files that held failed calls (``lab/capture.py``); no node writes
+an event log (the router's would be measured as capacity, and a line per message outgrows any
+bound). Ladders: of the failed calls in the kept capture, at most :data:`MAX_LADDERS`;
+the per-step figures come from the load generator."""
+MAX_LADDERS = 100
+
+
+def record_evidence(run_dir: Path) -> dict[str, object]:
+    """Write the failed calls' ladders of the capture window and ``evidence.json`` (what the
+    run kept and how big it is, shown by the report)."""
+    from lab.capture import read_state
+    from lab.evidence import failed_calls, run_packets, write_ladders
+
+    packets = run_packets(run_dir)
+    failed = failed_calls(packets)
+    lab = json.loads((run_dir / "lab.json").read_text(encoding="utf-8"))
+    router = {n["host"] for n in lab.get("nodes", []) if n.get("role") == "router"}
+    pbx = {f"{n['host']}:{n['port']}": n["name"] for n in lab["nodes"] if n.get("role") == "pbx"}
+    calls: dict[str, set[str]] = {name: set() for name in pbx.values()}
+    for p in packets:  # calls the router dispatched to each node, in the capture's window
+        sent = p.method == "INVITE" and p.is_request and p.src.rpartition(":")[0] in router
+        if sent and p.dst in pbx and p.call_id:
+            calls[pbx[p.dst]].add(p.call_id)
+    ladders = write_ladders(run_dir, failed[:MAX_LADDERS], packets=packets)
+    state = read_state(run_dir)
+    pcap = run_dir / "capture.pcap"
+    events = run_dir / "events.jsonl"
+    info: dict[str, object] = {
+        "capture_bound_mb": (state.ring_mb * state.ring_files + state.keep_mb) if state else None,
+        "capture_bytes": pcap.stat().st_size if pcap.exists() else 0,
+        "capture_window_s": round(packets[-1].t - packets[0].t, 1) if packets else 0.0,
+        "capture_cpu_s": state.cpu_s if state else None,
+        "capture_dropped": state.dropped if state else None,
+        "events_bytes": events.stat().st_size if events.exists() else 0,
+        "failed_calls_in_window": len(failed),
+        "ladders": len(ladders),
+        "window_distribution": {name: len(ids) for name, ids in calls.items()},
+    }
+    (run_dir / "evidence.json").write_text(json.dumps(info, indent=1) + "\n", encoding="utf-8")
+    return info
+
+
+def local_lab(*, router: RouterKind = "reference", pbx: int = 3, net: int = 0) -> LabFactory:
+    """A lab factory for the default topology on the local backend (on 127.<net>.0.x)."""
+    return lambda run_dir: _local_lab(run_dir, router, pbx, net)
 
 
 # -- the pipeline -------------------------------------------------------------------------------

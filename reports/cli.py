@@ -55,8 +55,8 @@ def cmd_capacity(args: argparse.Namespace) -> int:
     )
     out = args.out or Path("runs") / time.strftime(f"capacity-{args.scenario}-%Y%m%d-%H%M%S")
     run_capacity(
-        local_lab(router=args.router, pbx=args.pbx),
-        SippEngine(scenario=args.scenario),
+        local_lab(router=args.router, pbx=args.pbx, net=args.lab_net),
+        SippEngine(scenario=args.scenario, local_ip=f"127.{args.lab_net}.0.120"),
         config,
         Path(out),
         progress=lambda line: print(line, flush=True),
@@ -87,6 +87,9 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     cap.add_argument("--scenario", choices=["call", "register", "mixed"], default="call")
     cap.add_argument("--router", choices=["reference", "kamailio"], default="reference")
     cap.add_argument("--pbx", type=int, default=3, help="PBX nodes (default 3)")
+    cap.add_argument(
+        "--lab-net", type=int, default=0, help="second octet of the lab's addresses (127.N.0.x)"
+    )
     cap.add_argument("--target", help='sizing target, e.g. "cps=300,users=50000,reregister=600s"')
     cap.add_argument("--headroom", type=float, default=0.3, help="sizing headroom (0.3 = 30%%)")
     cap.add_argument("--out", type=Path, help="run folder (default runs/capacity-...)")

@@ -75,6 +75,20 @@ def _verdict(summary: Mapping[str, Any]) -> str:
     )
 
 
+def _evidence_text(evidence: object) -> str | None:
+    if not isinstance(evidence, dict):
+        return None
+    bound = evidence.get("capture_bound_mb")
+    size = int(evidence.get("capture_bytes") or 0) / 1e6
+    return (
+        f"capture.pcap {size:.1f} MB (bound {bound} MB: the last part of the run and earlier "
+        f"parts with failures, spanning {evidence.get('capture_window_s')} s), "
+        f"{evidence.get('ladders')} ladders of the {evidence.get('failed_calls_in_window')} "
+        f"failed calls in it, events.jsonl "
+        f"{int(evidence.get('events_bytes') or 0) / 1e6:.1f} MB"
+    )
+
+
 def render_report(
     summary: Mapping[str, Any],
     *,
@@ -105,6 +119,7 @@ def render_report(
                 "figures from": summary.get("source"),
                 "vantage point": (summary.get("vantage") or {}).get("node"),
                 "config hash": summary.get("config_hash"),
+                "evidence kept": _evidence_text(summary.get("evidence")),
             }
         ),
         "<h2>Verdict</h2>",

@@ -21,8 +21,9 @@ where SIPp is the UA and writes no events, the router's client side (requests ``
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import pandas as pd
@@ -38,6 +39,7 @@ __all__ = [
     "cpu_per_step",
     "delay_percentiles",
     "empty_events",
+    "events_from_records",
     "failures_by_cause",
     "failures_by_status",
     "load_events",
@@ -186,6 +188,72 @@ def load_events(path: str | Path, *, raw: bool = False) -> pd.DataFrame:
     frame = pd.DataFrame(rows, columns=columns)
     dtypes = dict(EVENT_DTYPES, **({"raw": "string"} if raw else {}))
     frame = frame.astype(dtypes)
+    return frame.sort_values("t", kind="stable").reset_index(drop=True)
+
+
+class WireMessage(Protocol):
+    """What :func:`events_from_records` reads of a captured message (``lab.wire.SipRecord``)."""
+
+    @property
+    def t(self) -> float: ...
+
+    @property
+    def src(self) -> str: ...
+
+    @property
+    def dst(self) -> str: ...
+
+    @property
+    def data(self) -> bytes: ...
+
+    @property
+    def call_id(self) -> str | None: ...
+
+    @property
+    def method(self) -> str | None: ...
+
+    @property
+    def status(self) -> int | None: ...
+
+    @property
+    def cseq(self) -> int | None: ...
+
+    @property
+    def branch(self) -> str | None: ...
+
+    @property
+    def transport(self) -> str: ...
+
+
+def events_from_records(records: Iterable[WireMessage], hosts: Mapping[str, str]) -> pd.DataFrame:
+    """An events table (:data:`EVENT_DTYPES`) from the messages of a capture.
+
+    Each message becomes a row ``dir="in"`` at the node whose address it was sent to and a row
+    ``dir="out"`` at the node whose address sent it (``peer`` the other end), so the metrics
+    below read a capture exactly as they read the nodes' own event logs. A message sent again
+    with the same bytes between the same addresses is a retransmission (``event="retransmit"``
+    for the sender, RFC 3261 §17; the receiver sees it as ``sip`` as a node's log would).
+
+    Args:
+        hosts: node IP -> node name (``router``, ``pbx1`` ...): the vantage points.
+    """
+    rows: list[list[object]] = []
+    sent: set[tuple[str, str, int]] = set()
+    for r in records:
+        src_node = hosts.get(r.src.rpartition(":")[0])
+        dst_node = hosts.get(r.dst.rpartition(":")[0])
+        key = (r.src, r.dst, hash(r.data))
+        event = "retransmit" if key in sent else "sip"
+        sent.add(key)
+        common = [r.method, r.status, r.call_id, r.cseq]
+        tail = [r.branch, r.transport, None, None]
+        if dst_node is not None:
+            rows.append([r.t, dst_node, "sip", "in", *common, r.src, *tail])
+        if src_node is not None:
+            rows.append([r.t, src_node, event, "out", *common, r.dst, *tail])
+    if not rows:
+        return empty_events()
+    frame = pd.DataFrame(rows, columns=list(EVENT_DTYPES)).astype(EVENT_DTYPES)
     return frame.sort_values("t", kind="stable").reset_index(drop=True)
 
 

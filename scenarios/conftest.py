@@ -14,8 +14,11 @@ From the lab plugin (``lab/pytest_plugin.py``, registered by the root ``conftest
     ``lab.password(user)``, ``lab.users()``, ``lab.domain``, ``lab.entry(relayed=...)``,
     ``lab.db()`` (realtime DB), ``lab.router_status()``, ``lab.dispatcher_flags()``,
     ``lab.wait_dispatcher(pbx, active)``, ``lab.kill/pause/resume/restart(node)``,
-    ``lab.reconfigure(node, {...})``, ``lab.scaled(seconds)``, ``lab.events(since)``,
-    ``lab.artifacts(nodeid)`` (the test's folder in the run folder).
+    ``lab.reconfigure(node, {...})``, ``lab.scaled(seconds)``, ``lab.packets(since)`` (the
+    SIP messages on the wire since then, every leg, from the lab's capture after its flush
+    barrier: ``SipRecord`` with ``t, src, dst, method, status, call_id, cseq, branch, data``),
+    ``lab.events(since)`` (the nodes' own logs), ``lab.artifacts(nodeid)`` (the test's folder
+    in the run folder).
 ``faults``
     Fault rules on relayed links of ``lab``: ``faults.add("router-pbx1", "drop",
     method="ACK", count=1)``, ``faults.decisions(link, action, since)``; cleared after the test.

@@ -295,15 +295,17 @@ async def test_ack_loss_30_percent_of_acks_dropped_every_call_completes(lab: Lab
             assert call.retransmissions >= 1, f"{call.call_id}: caller saw no retransmission"
 
 
+@pytest.mark.kamailio  # the router's legs come from the capture
 async def test_ack_loss_between_router_and_pbx_only(lab: Lab, faults: Faults) -> None:
     """Topology: the default lab with its fault relay on router-pbx1.
 
     Action: every ACK on the router-pbx1 link is dropped by the relay; user 153 places calls
     to 600 until one lands on pbx1 (round robin: within three calls).
 
-    Must hold: the caller's ACK reaches the router and the router forwards it (router events),
-    the relay drops it, pbx1 retransmits the 200 (the router passes each to the caller, who
-    re-ACKs) and at 64*T1 sends BYE cause=408, which reaches the caller.
+    Must hold: the caller's ACK reaches the router and the router forwards it to the relay
+    (both legs read from the lab's capture, whatever router runs), the relay drops it (no ACK
+    on the relay-pbx1 leg), pbx1 retransmits the 200 (the router passes each to the caller,
+    who re-ACKs) and at 64*T1 sends BYE cause=408, which reaches the caller.
     """
     if "router-pbx1" not in faults.links():
         pytest.skip("no fault relay on router-pbx1 (--lab-faults)")
@@ -329,6 +331,16 @@ async def test_ack_loss_between_router_and_pbx_only(lab: Lab, faults: Faults) ->
             assert await target.wait_ended() == "remote"
     assert_asterisk_schedule(lab, "pbx1", target)
     assert target.retransmissions == len(ASTERISK_2XX_SCHEDULE)
+    acks = [r for r in lab.packets(since) if r.call_id == target.call_id and r.method == "ACK"]
+    router, relay = lab.router.address, lab.dispatch_uri("pbx1").removeprefix("sip:")
+    pbx1 = lab.node("pbx1").address
+    into_router = [r for r in acks if r.dst == router]
+    forwarded = [r for r in acks if r.src.rpartition(":")[0] == lab.router.host and r.dst == relay]
+    assert into_router, "the caller's ACK never reached the router"
+    assert forwarded, "the router never forwarded the ACK towards pbx1"
+    assert len(forwarded) >= len(into_router) - 1, (into_router, forwarded)
+    assert not [r for r in acks if r.dst == pbx1], "an ACK reached pbx1 despite the relay"
+    assert all(r.note == "drop" for r in forwarded), [r.note for r in forwarded]
 
 
 # -- real time ----------------------------------------------------------------------------------

@@ -54,19 +54,14 @@ async def place_calls(lab: Lab, name: str, calls: int = CALLS, rate: float = 60.
 
 
 def invites_by_node(lab: Lab, since: float) -> dict[str, set[str]]:
-    """Call-IDs of the initial INVITEs each PBX node received since ``since``."""
-    time.sleep(0.2)  # nodes flush their events per datagram batch
-    names = {n.name for n in lab.pbx}
-    seen: dict[str, set[str]] = {name: set() for name in names}
-    for e in lab.events(since):
-        if (
-            e.get("event") == "sip"
-            and e.get("dir") == "in"
-            and e.get("method") == "INVITE"
-            and e.get("status") is None
-            and e.get("node") in names
-        ):
-            seen[e["node"]].add(e["call_id"])
+    """Call-IDs of the INVITEs sent to each PBX node's address since ``since``, from the lab's
+    capture (after its flush barrier; retransmissions collapse into their Call-ID)."""
+    by_address = {n.address: n.name for n in lab.pbx}
+    seen: dict[str, set[str]] = {name: set() for name in by_address.values()}
+    for r in lab.packets(since):
+        node = by_address.get(r.dst)
+        if node is not None and r.method == "INVITE" and r.is_request and r.call_id:
+            seen[node].add(r.call_id)
     return seen
 
 

@@ -13,6 +13,7 @@ APT_PACKAGES=(
   kamailio-extra-modules
   postgresql            # the shared realtime DB backend (tests start their own cluster)
   tshark                # reads the lab's pcap files (and can capture on lo)
+  tcpdump               # the lab's packet capture on lo (lab/capture.py: -U --immediate-mode)
   chromium              # renders the capacity report in the report tests
   docker.io             # the docker backend of the lab (tests marked docker)
   debootstrap           # builds a local base image where no image registry answers

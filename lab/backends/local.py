@@ -512,10 +512,15 @@ class LocalBackend:
         for stale in (run_dir / "events").glob("*.jsonl"):
             stale.unlink()
         write_configs(topology, p)
+        from lab.capture import CaptureConfig, start_capture, stop_capture
         from router.realtime import RealtimeError
 
         started: list[NodeRecord] = []
         source = p.router.host  # the router endpoint is identified by IP on the PBX nodes
+        # The capture runs before the first node, so it sees every packet of the run.
+        capture = CaptureConfig(topology.net, ring_mb=topology.evidence_mb // 10)
+        capture = replace(capture, keep_mb=topology.evidence_mb // 2 if capture.ring_mb else 0)
+        start_capture(run_dir, capture, attached=not self.detach)
         try:
             if p.db is not None:
                 nodes = [self._start_postgres(topology, p, p.db, started)]
@@ -549,10 +554,12 @@ class LocalBackend:
         except BaseException:
             for record in reversed(started):
                 self._stop_pid(record, 1.0)
+            stop_capture(run_dir, 1.0)
             raise
         return record_lab(self.name, run_dir, p, nodes)
 
     def down(self, lab: LabFile) -> LabFile:
+        from lab.capture import stop_capture
         from lab.evidence import merge_events
 
         for node in reversed(lab.nodes):
@@ -560,6 +567,7 @@ class LocalBackend:
             if node.role == "db" and node.kind == "postgresql" and node.argv and node.cwd:
                 remove_outside_cluster(Path(node.cwd))
         stopped = replace(lab, nodes=[replace(n, pid=None) for n in lab.nodes])
+        stop_capture(Path(lab.run_dir))  # after the nodes: their last packets are in it
         merge_events(Path(lab.run_dir))
         write_labfile(stopped)
         return stopped

@@ -371,6 +371,13 @@ class DockerBackend:
         source = p.router.host  # the router endpoint is identified by IP on the PBX nodes
         started: list[Any] = []
         nodes: list[NodeRecord] = []
+        from lab.capture import CaptureConfig, start_capture, stop_capture
+
+        # Containers use host networking on the lab's loopback addresses: one capture on the
+        # host's lo sees every leg. It starts before the first container.
+        capture = CaptureConfig(topology.net, ring_mb=topology.evidence_mb // 10)
+        capture = replace(capture, keep_mb=topology.evidence_mb // 2 if capture.ring_mb else 0)
+        start_capture(run_dir, capture, attached=not self.detach)
         try:
             if with_db:
                 db = self._run(by_name["db"])
@@ -417,6 +424,7 @@ class DockerBackend:
             for container in reversed(started):
                 self._save_log(container, run_dir / "logs" / f"{container.labels[LABEL_NODE]}.log")
                 self._remove(container)
+            stop_capture(run_dir, 1.0)
             raise
         return record_lab(self.name, run_dir, p, nodes)
 
@@ -440,6 +448,7 @@ class DockerBackend:
         _LIVE.pop(container.id, None)
 
     def down(self, lab: LabFile) -> LabFile:
+        from lab.capture import stop_capture
         from lab.evidence import merge_events
 
         run_dir = Path(lab.run_dir)
@@ -453,6 +462,7 @@ class DockerBackend:
             self._save_log(container, run_dir / "logs" / f"{name}.log")
             self._remove(container)
         stopped = replace(lab, nodes=[replace(n, container=None) for n in lab.nodes])
+        stop_capture(run_dir)  # after the containers: their last packets are in it
         merge_events(run_dir)
         write_labfile(stopped)
         return stopped

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
+import struct
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -181,3 +183,63 @@ def test_cli_report_rebuilds(tmp_path: Path) -> None:
     missing = parse(["report", str(tmp_path / "nope")])
     with pytest.raises(UserError, match="not a run folder"):
         missing.func(missing)
+
+
+def test_record_evidence_of_a_bounded_run(tmp_path: Path) -> None:
+    """A capacity run's evidence: ladders of the failed calls in the capture, the calls the
+    router dispatched per node, sizes in evidence.json; the report shows the distribution."""
+    from lab.capture import CaptureState
+    from lab.evidence import udp_frame
+    from lab.wire import merge_pcaps
+    from reports.capacity import record_evidence
+    from router.sip import Headers, Request, make_response, serialize
+
+    router, pbx1, pbx2, phone = "127.9.0.10", "127.9.0.11", "127.9.0.12", "127.9.0.120"
+    write_labfile(
+        LabFile(
+            run_dir=str(tmp_path),
+            backend="local",
+            db="sqlite:///x",
+            users_csv="",
+            events=str(tmp_path / "events.jsonl"),
+            nodes=[
+                NodeRecord("pbx1", "pbx", pbx1, 5060),
+                NodeRecord("pbx2", "pbx", pbx2, 5060),
+                NodeRecord("router", "router", router, 5060),
+            ],
+        )
+    )
+    frames = []
+    for i, (node, status) in enumerate([(pbx1, 200), (pbx2, 503), (pbx1, 200)]):
+        headers = Headers(
+            [
+                ("Via", f"SIP/2.0/UDP {phone}:5060;branch=z9hG4bK{i}"),
+                ("From", "<sip:u@lab>;tag=a"),
+                ("To", "<sip:600@lab>"),
+                ("Call-ID", f"call-{i}"),
+                ("CSeq", "1 INVITE"),
+            ]
+        )
+        invite = Request("INVITE", "sip:600@lab", headers)
+        answer = serialize(make_response(invite, status))
+        frames += [
+            udp_frame(f"{phone}:5060", f"{router}:5060", serialize(invite)),
+            udp_frame(f"{router}:5060", f"{node}:5060", serialize(invite)),
+            udp_frame(f"{node}:5060", f"{router}:5060", answer),
+            udp_frame(f"{router}:5060", f"{phone}:5060", answer),
+        ]
+    part = tmp_path / "part.pcap"
+    with part.open("wb") as f:
+        f.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1))
+        for n, frame in enumerate(frames):
+            f.write(struct.pack("<IIII", 100 + n, 0, len(frame), len(frame)) + frame)
+    merge_pcaps([part], tmp_path / "capture.pcap")
+    state = CaptureState(None, [], str(tmp_path / "capture.pcap"), 9, ring_mb=20, ring_files=5)
+    (tmp_path / "capture.json").write_text(json.dumps(dataclasses.asdict(state)))
+    info = record_evidence(tmp_path)
+    assert info["capture_bound_mb"] == 100
+    assert info["failed_calls_in_window"] == 1
+    assert info["ladders"] == 1
+    assert info["window_distribution"] == {"pbx1": 2, "pbx2": 1}
+    assert (tmp_path / "ladders" / "call-1.svg").is_file()
+    assert json.loads((tmp_path / "evidence.json").read_text()) == info

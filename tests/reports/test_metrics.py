@@ -156,3 +156,47 @@ def test_definitions_name_the_rfc_terms() -> None:
     text = " ".join(metrics.DEFINITIONS.values())
     for term in ("RFC 6076 §4.2", "RFC 6076 §4.1", "Session Attempt Rate", "Registration Rate"):
         assert term in text
+
+
+def test_events_from_records_reads_a_capture_at_each_node() -> None:
+    from lab.wire import sip_record
+    from router.sip import Headers, Request, make_response, serialize
+
+    headers = Headers(
+        [
+            ("Via", "SIP/2.0/UDP 127.0.0.50:5060;branch=z9hG4bK-1"),
+            ("From", "<sip:100@lab>;tag=a"),
+            ("To", "<sip:600@lab>"),
+            ("Call-ID", "c1"),
+            ("CSeq", "1 INVITE"),
+            ("Content-Length", "0"),
+        ]
+    )
+    invite = Request("INVITE", "sip:600@lab", headers, b"")
+    ok = serialize(make_response(invite, 200))
+    phone, router, pbx = "127.0.0.50:5060", "127.0.0.10:5060", "127.0.0.11:5060"
+    wire = [
+        (1.0, phone, router, serialize(invite)),
+        (1.01, router, pbx, serialize(invite)),
+        (1.05, pbx, router, ok),
+        (1.06, router, phone, ok),
+        (1.56, router, phone, ok),  # the same bytes again: a retransmission
+    ]
+    records = [sip_record(t, s, d, data) for t, s, d, data in wire]
+    hosts = {"127.0.0.10": "router", "127.0.0.11": "pbx1"}
+    events = metrics.events_from_records([r for r in records if r is not None], hosts)
+    assert list(events.columns) == list(metrics.EVENT_DTYPES)
+    at_router = events[events["node"] == "router"]
+    assert list(zip(at_router["dir"], at_router["event"], strict=True)) == [
+        ("in", "sip"),
+        ("out", "sip"),
+        ("in", "sip"),
+        ("out", "sip"),
+        ("out", "retransmit"),
+    ]
+    assert set(events[events["node"] == "pbx1"]["dir"]) == {"in", "out"}
+    call = metrics.calls(events, node="router", requests_dir="in")
+    assert list(call["outcome"]) == ["success"]
+    assert call["srd_ms"].iloc[0] == pytest.approx(60.0)
+    assert int(call["retransmissions"].iloc[0]) == 1
+    assert metrics.events_from_records([], hosts).empty
