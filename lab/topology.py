@@ -57,6 +57,12 @@ Example::
 
     faults = ["ua-router", "router-pbx1"]
 
+    [lab]
+    net = "netns"                   # every node in its own network namespace (lab/netns.py)
+    [lab.links.pbx2]                # pbx2's link, each direction: tc netem syntax
+    delay = "80ms"
+    loss = "5%"
+
 Addresses are fixed by the architecture (one loopback address per node): the lab DB
 ``127.0.0.5:5432`` (when the lab starts PostgreSQL), router ``127.0.0.10:5060``, ``pbxN``
 ``127.0.0.(10+N):5060``, fault relays and load generators from ``127.0.0.100`` on.
@@ -69,6 +75,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
+from lab.netns import LinkSpec, lab_address
 from router.configfile import ConfigError, FieldError, load_section, read_toml
 
 ROUTER_HOST = "127.0.0.10"
@@ -248,6 +255,15 @@ class TimersSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class LabSpec:
+    net: Literal["loopback", "netns"] = "loopback"
+    """``loopback``: every node on its 127.<net>.0.x; ``netns``: every node in its own network
+    namespace on 10.<net>.0.x behind a lab bridge (``lab/netns.py``)."""
+    links: dict[str, LinkSpec] = field(default_factory=dict)
+    """Per-node link impairment in netns mode: ``[lab.links.pbx2] delay = "80ms"``."""
+
+
+@dataclass(frozen=True, slots=True)
 class Topology:
     router: RouterSpec = field(default_factory=RouterSpec)
     pbx: list[PbxSpec] = field(default_factory=list)
@@ -263,6 +279,7 @@ class Topology:
     net: int = 0
     """Second octet of every lab address: 127.<net>.0.x (0 = the documented addresses); a
     different value lets several labs (or test sessions) run side by side."""
+    lab: LabSpec = field(default_factory=LabSpec)
 
     def __post_init__(self) -> None:
         if not 0 <= self.net <= 255:
@@ -284,6 +301,17 @@ class Topology:
                 )
             if link in self.faults[:i]:
                 raise FieldError(f"faults[{i}]", f"link {link!r} listed twice")
+        for node in self.lab.links:
+            if node not in known and node != "db":
+                raise FieldError(
+                    f"lab.links.{node}", f"no such node (nodes: {', '.join(sorted(known))})"
+                )
+        if self.lab.links and self.lab.net != "netns":
+            raise FieldError("lab.links", 'link impairment needs lab.net = "netns"')
+
+    def _host(self, address: str) -> str:
+        """A node address in this lab's mode: 127.N.0.X, or 10.N.0.X in netns mode."""
+        return lab_address(address) if self.lab.net == "netns" else address
 
     def pbx_nodes(self) -> list[PbxSpec]:
         """The PBX specs, named, ``pbx_count`` defaults when no table was given."""
@@ -292,11 +320,11 @@ class Topology:
 
     @property
     def router_host(self) -> str:
-        return router_host(self.net)
+        return self._host(router_host(self.net))
 
     @property
     def db_host(self) -> str:
-        return db_host(self.net)
+        return self._host(db_host(self.net))
 
     @property
     def lab_postgres(self) -> bool:
@@ -315,15 +343,15 @@ class Topology:
         if spec.external:
             host, _, port = spec.external.rpartition(":")
             return host, int(port)
-        return pbx_host(index, self.net), SIP_PORT
+        return self._host(pbx_host(index, self.net)), SIP_PORT
 
     def relay_host(self, link: str) -> str:
         """The fault relay address of ``link`` (127.<net>.0.100 + its position in ``faults``)."""
-        return aux_host(self.faults.index(link), self.net)
+        return self._host(aux_host(self.faults.index(link), self.net))
 
     def generator_host(self, index: int = 0) -> str:
         """A free address for a load generator (after the relays)."""
-        return aux_host(len(self.faults) + index, self.net)
+        return self._host(aux_host(len(self.faults) + index, self.net))
 
     def with_pbx(self, count: int, kind: PbxKind | None = None) -> Topology:
         """The same topology with ``count`` default nodes (of ``kind`` if given)."""
@@ -416,6 +444,8 @@ __all__ = [
     "DbKind",
     "DbSpec",
     "DispatcherSpec",
+    "LabSpec",
+    "LinkSpec",
     "PbxSpec",
     "ProbingSpec",
     "QueueSpec",
