@@ -192,6 +192,19 @@ def enter(namespace: str) -> None:
         _setns(target.fileno())
 
 
+def go_back(fd: int) -> None:
+    """Return this thread to the namespace open as ``fd`` (saved before :func:`enter`)."""
+    _setns(fd)
+
+
+def in_private_namespace() -> bool:
+    """True when this thread is not in the machine's own network namespace (PID 1's)."""
+    try:
+        return os.stat("/proc/thread-self/ns/net").st_ino != os.stat("/proc/1/ns/net").st_ino
+    except OSError:
+        return False
+
+
 # -- the lab's namespaces ------------------------------------------------------------------
 
 
@@ -440,6 +453,8 @@ __all__ = [
     "check_prerequisites",
     "enter",
     "entered",
+    "go_back",
+    "in_private_namespace",
     "lab_address",
     "missing_prerequisites",
     "netem_args",

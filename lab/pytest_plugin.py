@@ -465,7 +465,8 @@ def start_lab(config: pytest.Config, spec: LabSpec, name: str) -> Lab:
     topology = _options_topology(config, spec, net)
     safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in name)[-60:]
     run_dir = _run_root(config) / f"{_session_stamp(config)}-{safe}"
-    backend = get_backend(config.getoption("--lab-backend"))
+    netns = topology.lab.net == "netns"  # lab/backends/netns.py
+    backend = get_backend("netns" if netns else config.getoption("--lab-backend"))
     lab = Lab(backend, backend.up(topology, run_dir), topology)
     try:
         pbx_names = [n.name for n in lab.pbx if n.kind == "emulator"]

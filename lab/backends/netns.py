@@ -16,6 +16,7 @@ differences, the namespaces themselves being ``lab/netns.py``'s:
 
 from __future__ import annotations
 
+import os
 import subprocess
 from dataclasses import replace
 from pathlib import Path
@@ -31,7 +32,9 @@ from lab.netns import (
     NetnsError,
     NetnsLab,
     check_prerequisites,
+    enter,
     entered,
+    go_back,
     start_reaper,
     stop_reaper,
 )
@@ -60,6 +63,8 @@ class NetnsBackend(LocalBackend):
         super().__init__(**options)
         self._net: NetnsLab | None = None
         self._reaper: subprocess.Popen[bytes] | None = None
+        self._home: int | None = None
+        """Attached mode: fd of the namespace the calling thread was in before ``up``."""
 
     def _spawn(self, argv: list[str], name: str, run_dir: Path) -> tuple[int, Path]:
         if self._net is not None:
@@ -122,6 +127,11 @@ class NetnsBackend(LocalBackend):
         }
         lab = replace(lab, network=network)
         write_labfile(lab)
+        if not self.detach:
+            # An attached harness (pytest, Lab objects) lives in the lab: its thread joins the
+            # harness namespace until `down`, so UAs, SIPp and status calls reach 10.N.0.x.
+            self._home = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+            enter(net.host_ns)
         return lab
 
     @staticmethod
@@ -141,6 +151,10 @@ class NetnsBackend(LocalBackend):
             else:  # namespaces already gone (reaped): the processes went with them
                 stopped = super().down(lab)
         finally:
+            if self._home is not None:
+                go_back(self._home)
+                os.close(self._home)
+                self._home = None
             net.destroy()
             stop_reaper(self._reaper)
             self._reaper = None
