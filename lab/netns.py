@@ -197,12 +197,20 @@ def go_back(fd: int) -> None:
     _setns(fd)
 
 
-def in_private_namespace() -> bool:
-    """True when this thread is not in the machine's own network namespace (PID 1's)."""
+def in_lab_namespace() -> bool:
+    """True when this thread is in a namespace a netns lab made (``sl<net>-...``)."""
     try:
-        return os.stat("/proc/thread-self/ns/net").st_ino != os.stat("/proc/1/ns/net").st_ino
+        here = os.stat("/proc/thread-self/ns/net").st_ino
+        names = [n for n in os.listdir("/run/netns") if re.match(r"^sl\d+-", n)]
     except OSError:
         return False
+    for name in names:
+        try:
+            if os.stat(f"/run/netns/{name}").st_ino == here:
+                return True
+        except OSError:
+            continue
+    return False
 
 
 # -- the lab's namespaces ------------------------------------------------------------------
@@ -371,7 +379,7 @@ class NetnsLab:
             threshold = round(float(spec.loss.rstrip("%")) * 100)
             if threshold > 10000:
                 raise NetnsError(f"link {node}: loss {spec.loss}: more than 100%")
-            rule = f"numgen random mod 10000 < {threshold} drop"
+            rule = f"numgen random mod 10000 < {threshold} counter drop"
             script = (
                 "table inet sllink {\n"
                 f"  chain out {{ type filter hook output priority 0; {rule}; }}\n"
@@ -454,7 +462,7 @@ __all__ = [
     "enter",
     "entered",
     "go_back",
-    "in_private_namespace",
+    "in_lab_namespace",
     "lab_address",
     "missing_prerequisites",
     "netem_args",

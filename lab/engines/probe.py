@@ -23,9 +23,9 @@ class ProbeTimeout(TimeoutError):
 
 
 def _in_lab_namespace() -> bool:
-    from lab.netns import in_private_namespace
+    from lab.netns import in_lab_namespace
 
-    return in_private_namespace()
+    return in_lab_namespace()
 
 
 def require_loopback(host: str) -> str:
