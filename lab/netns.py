@@ -279,6 +279,18 @@ class NetnsLab:
         _run(["ip", "-n", ns, "addr", "add", f"{address}/24", "dev", "eth0"], what)
         _run(["ip", "-n", ns, "link", "set", "eth0", "up"], what)
 
+    def remove_node(self, node: str) -> None:
+        """Delete ``node``'s namespace (its veth pair goes with it), killing what runs there."""
+        ns = self.ns(node)
+        out = subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True)
+        for pid in out.stdout.split():
+            if pid != str(os.getpid()):
+                try:
+                    os.kill(int(pid), signal.SIGKILL)
+                except (ProcessLookupError, ValueError):
+                    pass
+        _try(["ip", "netns", "del", ns])
+
     def create(self, nodes: dict[str, str], host_addresses: list[str]) -> None:
         """The bridge, then one namespace per ``node -> address``; on failure nothing is left."""
         try:
