@@ -98,3 +98,31 @@ def test_storm_from_three_generator_hosts_merges_and_warns(
         down = siplab("lab", "down", "--dir", str(run))
     assert down.returncode == 0, down.stderr
     assert net.namespaces() == []
+
+
+@pytest.mark.sipp
+def test_capacity_step_from_two_generators(request: pytest.FixtureRequest, tmp_path: Path) -> None:
+    """``siplab capacity --generators 2``'s engine on a loopback lab: one step, merged."""
+    from dataclasses import replace
+
+    from lab.backends import get_backend
+    from reports.generators_engine import MultiSippEngine
+
+    topology = replace(
+        default_topology(pbx=2), net=int(request.config.getoption("--lab-net")), faults=[]
+    )
+    topology = replace(topology, timers=replace(topology.timers, time_scale=0.1))
+    backend = get_backend("local")
+    lab = backend.up(topology, tmp_path / "run")
+    try:
+        engine = MultiSippEngine(scenario="call", generators=2)
+        watched: list[str] = []
+        step = engine.step(
+            lab, 40.0, 1.5, workdir=tmp_path / "step", watch=lambda name, pid: watched.append(name)
+        )
+    finally:
+        backend.down(lab)
+    assert watched == ["sipp1", "sipp2"] == list(engine.generator_names)
+    assert step.attempted == 60 and step.successful == 60 and step.failed == 0, step
+    assert step.p95_ms is not None
+    assert engine.warnings == [[]]
