@@ -11,6 +11,7 @@ import argparse
 import json
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -83,6 +84,12 @@ def storm_generators(args: argparse.Namespace, lab: LabFile, target: tuple[str, 
     runs = run_generators(lab, load, make_run, out / "sipp", progress=progress, poll=1.0)
     print(file=sys.stderr)
     summary: dict[str, Any] = merge(runs)
+    from lab.storm_cli import _status_counts
+
+    by_status: Counter[str] = Counter()
+    for share in load:
+        by_status.update(_status_counts(out / "sipp" / f"gen{share.index + 1}"))
+    summary["failed_by_status"] = dict(by_status)
     summary.update(
         {
             "scenario": args.scenario,
@@ -101,7 +108,10 @@ def storm_generators(args: argparse.Namespace, lab: LabFile, target: tuple[str, 
     d = summary["setup_delay_ms"]
     print(f"attempted   {summary['attempted']}")
     print(f"succeeded   {summary['succeeded']}")
-    print(f"failed      {summary['failed']}  by reason {summary['failed_by_reason']}")
+    print(
+        f"failed      {summary['failed']}  by status {summary['failed_by_status']}  "
+        f"by reason {summary['failed_by_reason']}"
+    )
     print(f"retransmissions {summary['retransmissions']}")
     print(f"setup delay p50 {d['p50']} ms  p95 {d['p95']} ms  p99 {d['p99']} ms")
     for warning in summary["warnings"]:
