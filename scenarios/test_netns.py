@@ -125,7 +125,10 @@ def test_lossy_slow_link_to_one_pbx(lab: Lab, measurements: dict[str, Any]) -> N
             floor = rfc3261_floor(method, k, t1)
             ratio = (times[k] - times[k - 1]) / floor
             worst_ratio = min(worst_ratio, ratio)
-            if ratio < 0.75:  # timer and logging granularity; a wrong timer is 0.5 or less
+            # Slack: the router logs a send when its batch is processed, its timers start at the
+            # batch's clock reading, so a busy batch makes a logged interval look shorter. A
+            # wrong timer (no doubling, or a retransmission at once) is off by half or more.
+            if times[k] - times[k - 1] < floor - max(0.25 * floor, 0.02):
                 early.append(f"{key} #{k}: {times[k] - times[k - 1]:.3f} s < {floor:.3f} s")
     figures = {
         "link": lab.labfile.network["links"]["pbx2"],
