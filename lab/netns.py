@@ -135,6 +135,17 @@ def missing_prerequisites() -> list[str]:
     return missing
 
 
+def required() -> bool:
+    """True where netns mode must work (CI, or ``SIPLAB_REQUIRE_NETNS=1``): tests then fail
+    instead of skipping when a prerequisite is missing."""
+    env = os.environ
+    return (
+        env.get("CI") == "true"
+        or env.get("SIPLAB_REQUIRE_NETNS") == "1"
+        or env.get("SIPLAB_REQUIRE_DOCKER") == "1"  # .ci/run's marker of "everything required"
+    )
+
+
 def check_prerequisites() -> None:
     """Raise :class:`NetnsError` naming every missing prerequisite, before anything starts."""
     missing = missing_prerequisites()
@@ -478,6 +489,7 @@ __all__ = [
     "lab_address",
     "missing_prerequisites",
     "netem_args",
+    "required",
     "start_reaper",
     "stop_reaper",
 ]

@@ -22,7 +22,6 @@ the kernel has it, else nftables (loss) and tbf (rate), both directions of the n
 
 from __future__ import annotations
 
-import os
 import subprocess
 import time
 from collections import defaultdict
@@ -33,7 +32,7 @@ import pytest
 
 from lab.backends import NodeState
 from lab.engines import uac_call, uac_register
-from lab.netns import LinkSpec, missing_prerequisites
+from lab.netns import LinkSpec, missing_prerequisites, required
 from lab.pytest_plugin import Lab, LabSpec
 
 pytestmark = [pytest.mark.netns, pytest.mark.sipp]
@@ -45,7 +44,7 @@ T1 = 0.5
 def lab_topology() -> LabSpec:
     missing = missing_prerequisites()
     if missing:
-        if os.environ.get("CI") == "true":
+        if required():
             pytest.fail(f"netns scenarios are required in CI: missing {missing}")
         pytest.skip(f"netns mode: missing {missing}")
     return LabSpec({"faults": [], "users": {"count": 60}, "lab": {"net": "netns"}})

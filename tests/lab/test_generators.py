@@ -12,7 +12,7 @@ import pytest
 
 from lab.generators import shares, split_load
 from lab.labfile import LabFile
-from lab.netns import NetnsLab, missing_prerequisites
+from lab.netns import NetnsLab, missing_prerequisites, required
 from lab.topology import default_topology, dump_toml
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -54,7 +54,7 @@ def test_storm_from_three_generator_hosts_merges_and_warns(
 ) -> None:
     missing = missing_prerequisites()
     if missing:
-        if os.environ.get("CI") == "true":
+        if required():
             pytest.fail(f"netns mode required in CI: missing {missing}")
         pytest.skip(f"netns mode: missing {missing}")
     net = NetnsLab(int(request.config.getoption("--lab-net")))

@@ -17,7 +17,14 @@ from pathlib import Path
 
 import pytest
 
-from lab.netns import LinkSpec, NetnsError, NetnsLab, list_namespaces, missing_prerequisites
+from lab.netns import (
+    LinkSpec,
+    NetnsError,
+    NetnsLab,
+    list_namespaces,
+    missing_prerequisites,
+    required,
+)
 from lab.topology import topology_from_dict
 from router.configfile import ConfigError, FieldError
 
@@ -30,7 +37,7 @@ def net(request: pytest.FixtureRequest) -> NetnsLab:
     """This session's lab net; skipped (failed in CI) without root, ip or tc."""
     missing = missing_prerequisites()
     if missing:
-        if os.environ.get("CI") == "true":
+        if required():
             pytest.fail(f"netns mode required in CI: missing {missing}")
         pytest.skip(f"netns mode: missing {missing}")
     lab = NetnsLab(int(request.config.getoption("--lab-net")))
