@@ -428,6 +428,13 @@ class NetnsLab:
         )
 
 
+def capture_command(network: dict[str, object]) -> tuple[list[str], str]:
+    """``(argv prefix, interface)`` to capture a netns lab's traffic (``lab.json``'s
+    ``network``): every packet between nodes crosses the bridge in the harness namespace, so
+    ``[*prefix, "tcpdump", "-i", interface, ...]`` sees what ``tcpdump -i lo`` sees on loopback."""
+    return ["ip", "netns", "exec", str(network["host_ns"])], str(network["bridge"])
+
+
 # -- the reaper ----------------------------------------------------------------------------
 
 
@@ -481,6 +488,7 @@ __all__ = [
     "LinkSpec",
     "NetnsError",
     "NetnsLab",
+    "capture_command",
     "check_prerequisites",
     "enter",
     "entered",

@@ -21,6 +21,7 @@ from lab.netns import (
     LinkSpec,
     NetnsError,
     NetnsLab,
+    capture_command,
     list_namespaces,
     missing_prerequisites,
     required,
@@ -212,6 +213,14 @@ def test_cli_up_link_down_cycle(net: NetnsLab, tmp_path: Path) -> None:
         status = siplab("lab", "status", "--json", "--dir", str(run))
         nodes = {n["name"]: n["state"] for n in json.loads(status.stdout)["nodes"]}
         assert nodes == {"db": "embedded", "pbx1": "up", "pbx2": "up", "router": "up"}
+        network = json.loads((run / "lab.json").read_text())["network"]
+        prefix, bridge = capture_command(network)
+        assert bridge == f"sl{net.net}br"
+        seen = subprocess.run(  # the router's keepalive OPTIONS cross the bridge (every 2 s)
+            [*prefix, "tshark", "-i", bridge, "-c", "1", "-f", "udp port 5060"],
+            capture_output=True, text=True, timeout=30,
+        )  # fmt: skip
+        assert "SIP" in seen.stdout and f"10.{net.net}.0.10" in seen.stdout, seen.stderr
         link = siplab("lab", "link", "pbx2", "--loss", "5%", "--dir", str(run))
         assert link.returncode == 0 and "link pbx2: loss 5%" in link.stdout, link.stderr
         bad = siplab("lab", "link", "pbx2", "--loss", "150%", "--dir", str(run))
