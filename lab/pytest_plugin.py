@@ -455,6 +455,8 @@ def _options_topology(config: pytest.Config, spec: LabSpec, net: int) -> Topolog
             )
     if spec.time_scale is not None:
         topology = replace(topology, timers=replace(topology.timers, time_scale=spec.time_scale))
+    if opt("--lab-net-mode") == "netns":
+        topology = replace(topology, lab=replace(topology.lab, net="netns"))
     return replace(topology, faults=list(faults), net=net)
 
 
@@ -630,6 +632,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption(
         "--lab-net", type=int, default=0, help="second octet of lab addresses (127.N.0.x)"
     )
+    group.addoption(
+        "--lab-net-mode",
+        default="loopback",
+        choices=["loopback", "netns"],
+        help="netns: every lab node in its own network namespace (root; docs/scale-out.md)",
+    )
 
 
 @pytest.fixture(scope="session")
@@ -643,8 +651,11 @@ def lab_session(request: pytest.FixtureRequest) -> Iterator[Lab]:
         faults=[x for x in opt("--lab-faults").split(",") if x],
         net=opt("--lab-net"),
     )
+    if opt("--lab-net-mode") == "netns":
+        topology = replace(topology, lab=replace(topology.lab, net="netns"))
     run_dir = _run_root(request.config) / _session_stamp(request.config)
-    backend = get_backend(opt("--lab-backend"))
+    netns = topology.lab.net == "netns"  # lab/backends/netns.py
+    backend = get_backend("netns" if netns else opt("--lab-backend"))
     lab = Lab(backend, backend.up(topology, run_dir), topology)
     try:
         yield lab
