@@ -127,6 +127,8 @@ def test_links_are_impaired_by_the_kernel_and_refusals_name_the_setting(net: Net
         assert rules.count("numgen random mod 10000 < 2000") == 2  # both directions
     with pytest.raises(NetnsError, match=r"link b: loss 150%"):
         net.set_link("b", address, LinkSpec(loss="150%"))
+    with pytest.raises(NetnsError, match=r"link b: loss 150%: refused"):  # not the delay
+        net.set_link("b", address, LinkSpec(delay="80ms", loss="150%"))
     if engine != "netem":
         with pytest.raises(NetnsError, match=r"link b: delay 80ms: this kernel has no netem"):
             net.set_link("b", address, LinkSpec(delay="80ms"))
