@@ -107,7 +107,11 @@ def require_loopback(host: str) -> str:
     except ValueError:
         raise NotLoopback(f"{host!r}: sipvicious may only target 127.0.0.0/8 addresses") from None
     if address.version != 4 or address not in LOOPBACK:
-        raise NotLoopback(f"{host}: sipvicious may only target 127.0.0.0/8 addresses")
+        from lab.netns import in_lab_namespace
+
+        # Inside a netns lab's namespace its private subnet exists nowhere else (lab/netns.py).
+        if not (address.version == 4 and address.is_private and in_lab_namespace()):
+            raise NotLoopback(f"{host}: sipvicious may only target 127.0.0.0/8 addresses")
     return host
 
 

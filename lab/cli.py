@@ -36,9 +36,13 @@ def _user_error(message: str) -> Exception:
 
 def _lab(args: argparse.Namespace) -> LabFile:
     try:
-        return read_labfile(args.dir)
+        lab = read_labfile(args.dir)
     except LabFileError as exc:
         raise _user_error(str(exc)) from None
+    from lab.netns_cli import enter_lab
+
+    enter_lab(lab)  # netns lab: this process joins the harness namespace (lab/netns.py)
+    return lab
 
 
 def _backend(lab_or_name: LabFile | str) -> Any:
@@ -68,6 +72,8 @@ def build_topology(args: argparse.Namespace) -> Topology:
         topology = replace(topology, router=replace(topology.router, kind=args.router))
     if args.time_scale is not None:
         topology = replace(topology, timers=replace(topology.timers, time_scale=args.time_scale))
+    if getattr(args, "net", None):
+        topology = replace(topology, lab=replace(topology.lab, net=args.net))
     for link in args.fault_link or ():
         if link not in topology.faults:
             topology = replace(topology, faults=[*topology.faults, link])
@@ -92,13 +98,21 @@ def cmd_up(args: argparse.Namespace) -> int:
                 f"{run_dir}: a lab is already up ({', '.join(live)}); run `siplab lab down` first"
             )
     topology = build_topology(args)
+    backend = args.backend
+    if topology.lab.net == "netns":
+        if backend not in (None, "local", "netns"):
+            raise _user_error(f"--net netns runs local processes, not --backend {backend}")
+        backend = "netns"
     try:
-        from lab.docker.asterisk import backend_for
+        if backend == "netns":
+            lab = _backend(backend).up(topology, run_dir, db_url=args.db)
+        else:
+            from lab.docker.asterisk import backend_for
 
-        # real Asterisk nodes run only as containers: they imply --backend docker
-        lab = _backend(backend_for(topology, args.backend or "local")).up(
-            topology, run_dir, db_url=args.db
-        )
+            # real Asterisk nodes run only as containers: they imply --backend docker
+            lab = _backend(backend_for(topology, backend or "local")).up(
+                topology, run_dir, db_url=args.db
+            )
     except LabError as exc:
         raise _user_error(str(exc)) from None
     for node in lab.nodes:
@@ -338,6 +352,11 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         help="realtime DB: a URL, 'sqlite' (file in the run folder), or 'postgres' (a PostgreSQL "
         "the lab starts); default: SQLite, or the lab's PostgreSQL under --router kamailio",
     )
+    up.add_argument(
+        "--net",
+        choices=["loopback", "netns"],
+        help="loopback: nodes on 127.N.0.x; netns: every node in its own network namespace",
+    )
     up.add_argument("--time-scale", type=float, help="multiply every timer (0.1 = 10x faster)")
     up.add_argument(
         "--fault-link", action="append", help="put a fault relay on LINK (ua-router, router-pbx1)"
@@ -360,6 +379,9 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         p.add_argument("node")
         p.set_defaults(func=_node_action(action))
 
+    from lab.netns_cli import add_link_command
+
+    add_link_command(lsub, with_dir)
     fault = lsub.add_parser("fault", help="fault rules on relayed links")
     fsub = fault.add_subparsers(dest="fault_command", metavar="ACTION", required=True)
     add = with_dir(fsub.add_parser("add", help="add a rule"))

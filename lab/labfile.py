@@ -72,6 +72,10 @@ class LabFile:
     nodes: list[NodeRecord] = field(default_factory=list)
     topology: str = ""
     version: int = LABFILE_VERSION
+    network: dict[str, Any] = field(default_factory=dict)
+    """Empty on loopback; in netns mode (``lab/netns.py``): ``mode``, ``bridge`` (capture
+    there, not on ``lo``), ``host_ns``, ``subnet``, ``namespaces`` (node -> namespace),
+    ``links`` (node -> impairment now in force)."""
 
     def node(self, name: str) -> NodeRecord:
         """The node called ``name``.

@@ -470,6 +470,8 @@ def _options_topology(config: pytest.Config, spec: LabSpec, net: int) -> Topolog
             )
     if spec.time_scale is not None:
         topology = replace(topology, timers=replace(topology.timers, time_scale=spec.time_scale))
+    if opt("--lab-net-mode") == "netns":
+        topology = replace(topology, lab=replace(topology.lab, net="netns"))
     return _with_pbx_option(config, replace(topology, faults=list(faults), net=net))
 
 
@@ -478,6 +480,8 @@ def _with_pbx_option(config: pytest.Config, topology: Topology) -> Topology:
 
 
 def _backend_for(config: pytest.Config, topology: Topology) -> Any:
+    if topology.lab.net == "netns":  # lab/backends/netns.py
+        return get_backend("netns")
     return get_backend(backend_for(topology, config.getoption("--lab-backend")))
 
 
@@ -660,6 +664,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         choices=["emulator", "asterisk"],
         help="PBX nodes of every lab: the emulator, or real Asterisk containers (docker backend)",
     )
+    group.addoption(
+        "--lab-net-mode",
+        default="loopback",
+        choices=["loopback", "netns"],
+        help="netns: every lab node in its own network namespace (root; docs/scale-out.md)",
+    )
 
 
 @pytest.fixture(scope="session")
@@ -673,6 +683,8 @@ def lab_session(request: pytest.FixtureRequest) -> Iterator[Lab]:
         faults=[x for x in opt("--lab-faults").split(",") if x],
         net=opt("--lab-net"),
     )
+    if opt("--lab-net-mode") == "netns":
+        topology = replace(topology, lab=replace(topology.lab, net="netns"))
     topology = _with_pbx_option(request.config, topology)
     run_dir = _run_root(request.config) / _session_stamp(request.config)
     backend = _backend_for(request.config, topology)

@@ -184,6 +184,13 @@ def cmd_storm(args: argparse.Namespace) -> int:
     except LabFileError as exc:
         raise _user_error(f"{exc} (start one with `siplab lab up`)") from None
     from lab.engines.probe import require_loopback
+    from lab.netns_cli import enter_lab
+
+    enter_lab(lab)  # a netns lab: run from its harness namespace
+    if args.generators != 1:
+        from lab.storm_generators import storm_generators
+
+        return storm_generators(args, lab, entry_point(lab))
 
     if args.local_ip is None:
         args.local_ip = _generator_host(lab)
@@ -244,6 +251,12 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         "--local-ip", default=None, help="load generator address (default: the lab's free one)"
     )
     p.add_argument("--timeout", type=float, default=120.0, help="hard time bound, seconds")
+    p.add_argument(
+        "--generators",
+        type=int,
+        default=1,
+        help="split the load over N SIPp instances on their own addresses (netns: own hosts)",
+    )
     p.add_argument("--out", help="results folder (default <lab run>/storm-<time>)")
     p.add_argument("--dir", default=None, help="lab run folder (default runs/lab)")
     p.set_defaults(func=cmd_storm)

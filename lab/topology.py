@@ -59,6 +59,12 @@ Example::
 
     faults = ["ua-router", "router-pbx1"]
 
+    [lab]
+    net = "netns"                   # every node in its own network namespace (lab/netns.py)
+    [lab.links.pbx2]                # pbx2's link, each direction: tc netem syntax
+    delay = "80ms"
+    loss = "5%"
+
 Addresses are fixed by the architecture (one loopback address per node): the lab DB
 ``127.0.0.5:5432`` (when the lab starts PostgreSQL), router ``127.0.0.10:5060``, ``pbxN``
 ``127.0.0.(10+N):5060``, fault relays and load generators from ``127.0.0.100`` on.
@@ -76,6 +82,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
+from lab.netns import LinkSpec, lab_address
 from router.configfile import ConfigError, FieldError, load_section, read_toml
 from router.realtime.schema import QUEUE_STRATEGY_VALUES
 
@@ -266,6 +273,15 @@ class TimersSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class LabSpec:
+    net: Literal["loopback", "netns"] = "loopback"
+    """``loopback``: every node on its 127.<net>.0.x; ``netns``: every node in its own network
+    namespace on 10.<net>.0.x behind a lab bridge (``lab/netns.py``)."""
+    links: dict[str, LinkSpec] = field(default_factory=dict)
+    """Per-node link impairment in netns mode: ``[lab.links.pbx2] delay = "80ms"``."""
+
+
+@dataclass(frozen=True, slots=True)
 class Topology:
     router: RouterSpec = field(default_factory=RouterSpec)
     pbx: list[PbxSpec] = field(default_factory=list)
@@ -286,6 +302,7 @@ class Topology:
     bounded evidence for long, heavy runs (capacity), at most N MB of capture: a ring of the
     last N/2 MB (5 files of N/10 MB) plus up to N/2 MB of earlier ring files that held failed
     calls (``lab/capture.py``); the emulators write no event log."""
+    lab: LabSpec = field(default_factory=LabSpec)
 
     def __post_init__(self) -> None:
         if not 0 <= self.net <= 255:
@@ -309,6 +326,17 @@ class Topology:
                 )
             if link in self.faults[:i]:
                 raise FieldError(f"faults[{i}]", f"link {link!r} listed twice")
+        for node in self.lab.links:
+            if node not in known and node != "db":
+                raise FieldError(
+                    f"lab.links.{node}", f"no such node (nodes: {', '.join(sorted(known))})"
+                )
+        if self.lab.links and self.lab.net != "netns":
+            raise FieldError("lab.links", 'link impairment needs lab.net = "netns"')
+
+    def _host(self, address: str) -> str:
+        """A node address in this lab's mode: 127.N.0.X, or 10.N.0.X in netns mode."""
+        return lab_address(address) if self.lab.net == "netns" else address
 
     def pbx_nodes(self) -> list[PbxSpec]:
         """The PBX specs, named, ``pbx_count`` defaults when no table was given."""
@@ -317,11 +345,11 @@ class Topology:
 
     @property
     def router_host(self) -> str:
-        return router_host(self.net)
+        return self._host(router_host(self.net))
 
     @property
     def db_host(self) -> str:
-        return db_host(self.net)
+        return self._host(db_host(self.net))
 
     @property
     def lab_postgres(self) -> bool:
@@ -340,15 +368,15 @@ class Topology:
         if spec.external:
             host, _, port = spec.external.rpartition(":")
             return host, int(port)
-        return pbx_host(index, self.net), SIP_PORT
+        return self._host(pbx_host(index, self.net)), SIP_PORT
 
     def relay_host(self, link: str) -> str:
         """The fault relay address of ``link`` (127.<net>.0.100 + its position in ``faults``)."""
-        return aux_host(self.faults.index(link), self.net)
+        return self._host(aux_host(self.faults.index(link), self.net))
 
     def generator_host(self, index: int = 0) -> str:
         """A free address for a load generator (after the relays)."""
-        return aux_host(len(self.faults) + index, self.net)
+        return self._host(aux_host(len(self.faults) + index, self.net))
 
     def with_pbx(self, count: int, kind: PbxKind | None = None) -> Topology:
         """The same topology with ``count`` default nodes (of ``kind`` if given)."""
@@ -441,6 +469,8 @@ __all__ = [
     "DbKind",
     "DbSpec",
     "DispatcherSpec",
+    "LabSpec",
+    "LinkSpec",
     "PbxSpec",
     "ProbingSpec",
     "QueueSpec",

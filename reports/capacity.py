@@ -344,8 +344,12 @@ def run_capacity(
             cpu = {str(k): round(float(v), 1) for k, v in per_t.groupby("node").mean().items()}
             return replace(result, start=begin, cpu=cpu)
 
+        generators = tuple(getattr(engine, "generator_names", (engine.name,)))
+
         def on_step(step: SearchStep) -> None:
-            progress(format_step(count, step, generators=(engine.name,)))
+            progress(format_step(count, step, generators=generators))
+            for warning in (getattr(engine, "warnings", None) or [[]])[-1]:
+                progress(f"     warning: {warning}")
 
         with sampler:
             result = find_knee(
@@ -371,7 +375,7 @@ def run_capacity(
         "headroom": config.headroom,
         "started": started,
         "finished": clock(),
-        "generators": [engine.name],
+        "generators": list(generators),
         "vantage": {"node": "router", "requests_dir": "in"},
         "config": config.to_dict(),
         **environment,

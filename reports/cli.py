@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import time
 from pathlib import Path
+from typing import Any
 
 from reports.search import ServiceLevel, parse_service_level
 from reports.sizing import parse_target
@@ -53,10 +54,17 @@ def cmd_capacity(args: argparse.Namespace) -> int:
         max_rate=args.max_rate,
         step_s=args.step,
     )
+    if args.generators < 1:
+        raise _user_error("--generators: must be >= 1")
+    engine: Any = SippEngine(scenario=args.scenario, local_ip=f"127.{args.lab_net}.0.120")
+    if args.generators > 1:
+        from reports.generators_engine import MultiSippEngine
+
+        engine = MultiSippEngine(scenario=args.scenario, generators=args.generators)
     out = args.out or Path("runs") / time.strftime(f"capacity-{args.scenario}-%Y%m%d-%H%M%S")
     run_capacity(
         local_lab(router=args.router, pbx=args.pbx, net=args.lab_net),
-        SippEngine(scenario=args.scenario, local_ip=f"127.{args.lab_net}.0.120"),
+        engine,
         config,
         Path(out),
         progress=lambda line: print(line, flush=True),
@@ -89,6 +97,9 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     cap.add_argument("--pbx", type=int, default=3, help="PBX nodes (default 3)")
     cap.add_argument(
         "--lab-net", type=int, default=0, help="second octet of the lab's addresses (127.N.0.x)"
+    )
+    cap.add_argument(
+        "--generators", type=int, default=1, help="split each step over N SIPp generators"
     )
     cap.add_argument("--target", help='sizing target, e.g. "cps=300,users=50000,reregister=600s"')
     cap.add_argument("--headroom", type=float, default=0.3, help="sizing headroom (0.3 = 30%%)")

@@ -17,6 +17,7 @@ APT_PACKAGES=(
   chromium              # renders the capacity report in the report tests
   docker.io             # the docker backend of the lab (tests marked docker)
   debootstrap           # builds a local base image where no image registry answers
+  nftables              # netns mode (lab/netns.py): link loss on kernels without netem
   sqlite3 iproute2 procps psmisc curl ca-certificates
 )
 

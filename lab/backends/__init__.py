@@ -98,10 +98,12 @@ def get_backend(name: str, **options: Any) -> Backend:
 
 def _register_builtin() -> None:
     from lab.backends.local import LocalBackend
+    from lab.backends.netns import NetnsBackend
     from lab.docker.backend import DockerBackend  # imports the Docker SDK lazily
 
     register_backend("local", LocalBackend)
     register_backend("docker", DockerBackend)
+    register_backend("netns", NetnsBackend)
 
 
 _register_builtin()

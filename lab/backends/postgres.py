@@ -76,9 +76,10 @@ SETTINGS: tuple[tuple[str, str], ...] = (
 )
 """``-c name=value`` for every start (see module docstring)."""
 _HBA = """\
-# written by lab/backends/postgres.py: the lab's own cluster, loopback only
+# written by lab/backends/postgres.py: the lab's own cluster, loopback or the lab's netns subnet
 local   all all               trust
 host    all all 127.0.0.0/8   trust
+host    all all 10.0.0.0/8    trust
 """
 
 

@@ -22,16 +22,24 @@ class ProbeTimeout(TimeoutError):
     """The node did not answer SIP before the deadline."""
 
 
+def _in_lab_namespace() -> bool:
+    from lab.netns import in_lab_namespace
+
+    return in_lab_namespace()
+
+
 def require_loopback(host: str) -> str:
     """Return ``host`` if it is an IPv4 address in 127.0.0.0/8, else raise ``ValueError``.
 
-    The lab only ever talks to loopback; this guards every command line we build.
+    The lab only ever talks to loopback; this guards every command line we build. Inside a
+    network namespace of a netns lab (``lab/netns.py``), whose private subnet exists nowhere
+    else, a private address is allowed too.
     """
     try:
         addr = ipaddress.IPv4Address(host)
     except ValueError as exc:
         raise ValueError(f"{host!r} is not an IPv4 address (the lab uses 127.0.0.x)") from exc
-    if not addr.is_loopback:
+    if not addr.is_loopback and not (addr.is_private and _in_lab_namespace()):
         raise ValueError(f"{host} is not a loopback address; the lab only targets 127.0.0.0/8")
     return host
 
