@@ -36,12 +36,15 @@ def _hex_address(host: str, port: int) -> str:
     return f"{word:08X}:{port:04X}"
 
 
-def bound_inodes(proto: str, host: str, port: int) -> set[int]:
+def bound_inodes(proto: str, host: str, port: int, pid: int | None = None) -> set[int]:
     """Inodes of the IPv4 ``proto`` ("udp"/"tcp") sockets bound to ``host:port`` or to the
-    wildcard address on ``port`` (TCP: listening sockets only)."""
+    wildcard address on ``port`` (TCP: listening sockets only), in the network namespace of
+    ``pid`` (``/proc/<pid>/net``: a node of the netns backend lives in a namespace of its
+    own) or, without it, in the caller's (``/proc/net``)."""
     wanted = {_hex_address(host, port), _hex_address("0.0.0.0", port)}
+    table = Path(f"/proc/{pid}/net/{proto}") if pid is not None else Path(f"/proc/net/{proto}")
     try:
-        lines = Path(f"/proc/net/{proto}").read_text().splitlines()[1:]
+        lines = table.read_text().splitlines()[1:]
     except OSError:
         return set()
     found = set()
@@ -90,11 +93,13 @@ class Holders:
 def socket_holders(pgid: int, proto: str, host: str, port: int) -> Holders:
     """Which processes hold the ``proto`` sockets bound to ``host:port``: the node's group
     (``pgid``) and anyone else."""
+    group = set(group_pids(pgid))
     inodes = bound_inodes(proto, host, port)
+    for pid in _one_per_namespace(group):
+        inodes |= bound_inodes(proto, host, port, pid)
     if not inodes:
         return Holders(ours=False, others=(), unknown=False)
     wanted = {f"socket:[{inode}]" for inode in inodes}
-    group = set(group_pids(pgid))
     held: set[str] = set()
     for pid in group:
         held |= _held(pid, wanted)
@@ -107,6 +112,23 @@ def socket_holders(pgid: int, proto: str, host: str, port: int) -> Holders:
                 others.append(pid)
                 held |= found
     return Holders(ours=ours, others=tuple(sorted(others)), unknown=bool(wanted - held))
+
+
+def _one_per_namespace(pids: set[int]) -> list[int]:
+    """One pid per network namespace among ``pids`` other than the caller's own."""
+    try:
+        own = os.readlink("/proc/thread-self/ns/net")
+    except OSError:
+        own = ""
+    seen: dict[str, int] = {}
+    for pid in sorted(pids):
+        try:
+            ns = os.readlink(f"/proc/{pid}/ns/net")
+        except OSError:
+            continue
+        if ns != own:
+            seen.setdefault(ns, pid)
+    return list(seen.values())
 
 
 def _held(pid: int, links: set[str]) -> set[str]:

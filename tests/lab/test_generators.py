@@ -42,7 +42,7 @@ def test_loopback_generators_get_the_lab_generator_addresses(tmp_path: Path) -> 
 def siplab(*args: str) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     return subprocess.run(
-        [sys.executable, "-m", "router.cli", *args],
+        [sys.executable, "-m", "lab.cli", *args],
         capture_output=True, text=True, cwd=ROOT, env=env, timeout=180,
     )  # fmt: skip
 

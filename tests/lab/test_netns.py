@@ -59,7 +59,7 @@ def leftovers(net: NetnsLab) -> dict[str, list[str]]:
 def siplab(
     *args: str, env: dict[str, str] | None = None, user: bool = False
 ) -> subprocess.CompletedProcess[str]:
-    argv = [sys.executable, "-m", "router.cli", *args]
+    argv = [sys.executable, "-m", "lab.cli", *args]
     if user:
         argv = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *argv]
     full = dict(os.environ, PYTHONPATH=str(ROOT), **(env or {}))
