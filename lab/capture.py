@@ -63,6 +63,16 @@ class CaptureConfig:
     ring_files: int = 5
     keep_mb: int = 0
     """Ring mode: MB of finished ring files with failures kept out of the ring (0: none)."""
+    interface: str = "lo"
+    """Where the lab's packets cross: loopback, or the lab bridge in netns mode (tcpdump then
+    runs in the harness namespace, which the calling thread has entered)."""
+    subnet: str = ""
+    """The lab's addresses (BPF ``net``); empty: ``127.<net>.0.0/24``."""
+    mark_from: str = ""
+    """Address the barrier's marker datagrams leave from; empty: ``127.<net>.0.254``."""
+    mark_to: str = ""
+    """Where they go; empty: back to ``mark_from`` (over loopback). On a bridge, an address
+    with a static neighbour entry and no host behind it, so the datagram crosses the bridge."""
 
     @property
     def bound_mb(self) -> int | None:
@@ -88,11 +98,15 @@ class CaptureState:
     cpu_s: float | None = None
     """CPU time tcpdump used over the run (user + system), read just before it was stopped:
     what the capture cost the machine the lab measures."""
+    mark_from: str = ""
+    """The barrier's source address (``CaptureConfig.mark_from``)."""
+    mark_to: str = ""
+    """The barrier's destination (``CaptureConfig.mark_to``)."""
 
 
 def capture_filter(config: CaptureConfig) -> str:
     """The BPF filter of a lab's capture (libpcap syntax)."""
-    text = f"net 127.{config.net}.0.0/24 and (udp or tcp)"
+    text = f"net {config.subnet or f'127.{config.net}.0.0/24'} and (udp or tcp)"
     for port in config.exclude_ports:
         text += f" and not port {port}"
     return text
@@ -116,7 +130,18 @@ def capture_argv(config: CaptureConfig, path: Path) -> list[str]:
     # Immediate mode makes libpcap use TPACKET_V2: fixed ring slots as big as the snapshot
     # length (65535: every datagram whole, lo's MTU is 65536), so the 64 MiB kernel buffer
     # (-B, KiB) holds ~1000 packets while tcpdump waits for a CPU on a loaded machine.
-    argv = [tcpdump(), "-i", "lo", "-n", "-s", "65535", "-B", "65536", "-U", "--immediate-mode"]
+    argv = [
+        tcpdump(),
+        "-i",
+        config.interface,
+        "-n",
+        "-s",
+        "65535",
+        "-B",
+        "65536",
+        "-U",
+        "--immediate-mode",
+    ]
     argv += ["-Z", "root", "-w", str(path)]  # -Z root: keep writing into root's run folder
     if config.ring_mb:
         argv += ["-C", str(config.ring_mb), "-W", str(config.ring_files)]
@@ -187,7 +212,7 @@ def flush(state: CaptureState, timeout: float = 5.0) -> bool:
     seen). False on timeout (capture not running or not writing).
     """
     token = MARKER + uuid.uuid4().hex.encode()
-    host = f"127.{state.net}.0.{MARK_HOST}"
+    host = state.mark_from or f"127.{state.net}.0.{MARK_HOST}"
     deadline = time.monotonic() + timeout
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         sock.bind((host, 0))
@@ -197,7 +222,7 @@ def flush(state: CaptureState, timeout: float = 5.0) -> bool:
         while time.monotonic() < deadline:
             now = time.monotonic()
             if now >= resend:
-                sock.sendto(token, sock.getsockname())
+                sock.sendto(token, (state.mark_to, 9) if state.mark_to else sock.getsockname())
                 resend = now + 0.2
             path = _live_file(state)
             if path is not None:
@@ -316,13 +341,15 @@ def start_capture(
         config.ring_mb,
         config.ring_files if config.ring_mb else 0,
         config.keep_mb if config.ring_mb else 0,
+        mark_from=config.mark_from,
+        mark_to=config.mark_to,
     )
     _write_state(run_dir, state)
     if not flush(state, timeout):
         _stop_process(state, 1.0)
         tail = log.read_text(encoding="utf-8", errors="replace").strip().splitlines()[-5:]
         raise LabError(
-            f"capture: tcpdump did not start capturing on lo within {timeout} s "
+            f"capture: tcpdump did not start capturing on {config.interface} within {timeout} s "
             f"({log}): {' | '.join(tail) or 'no output'}"
         )
     return state

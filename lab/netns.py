@@ -256,6 +256,22 @@ class NetnsLab:
     def ns(self, node: str) -> str:
         return f"{self.prefix}{node}"
 
+    def capture_mark(self) -> str:
+        """An address on the bridge with a permanent neighbour entry and no host behind it
+        (10.<net>.0.254): a datagram the harness sends there crosses the bridge, where the
+        lab's capture sees it (the capture barrier's marker, ``lab.capture.flush``).
+
+        Raises:
+            NetnsError: ``ip neigh`` refused the entry (its message).
+        """
+        mark = f"10.{self.net}.0.254"
+        _run(
+            ["ip", "-n", self.host_ns, "neigh", "replace", mark, "lladdr", "02:00:00:00:00:fe",
+             "dev", self.bridge, "nud", "permanent"],
+            f"capture marker neighbour on {self.bridge}",
+        )  # fmt: skip
+        return mark
+
     def host_veth(self, address: str) -> str:
         """Bridge-side end of the veth of the node at ``address`` (15-char IFNAMSIZ limit)."""
         return f"sl{self.net}p{address.rsplit('.', 1)[1]}"

@@ -53,8 +53,8 @@ def lab_topology() -> LabSpec:
         pytest.skip(f"netns mode: missing {missing}")
     # Time scale 0.25 (T1 = 125 ms, Timer B = 8 s), not the suite's 0.1: on a loaded machine a
     # 50 ms T1 turns CPU stalls into "loss", and this module is about the link's loss.
-    # The capture runs on loopback, which the namespaces do not use: the router's own event log
-    # is the evidence of the legs here (lab/capture.py on the lab bridge is still to do).
+    # The checks below read the router's own event log (its sends per transaction); the lab's
+    # capture runs on the lab bridge in this mode and holds the same legs for ladders.
     return LabSpec(
         {
             "faults": [],

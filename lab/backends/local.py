@@ -35,6 +35,7 @@ import sys
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from lab.backends import LabError, NodeState
 from lab.backends.ownership import Holders, socket_holders
@@ -55,6 +56,9 @@ from lab.backends.render import (
 )
 from lab.labfile import LabFile, NodeRecord, write_labfile
 from lab.topology import Topology
+
+if TYPE_CHECKING:
+    from lab.capture import CaptureConfig
 from router.sip import (
     Headers,
     Request,
@@ -502,6 +506,10 @@ class LocalBackend:
             raise LabError(f"db ({cluster.url}): cannot create the database: {exc}") from exc
         return record
 
+    def _capture_config(self, config: CaptureConfig) -> CaptureConfig:
+        """Where this backend's capture listens (loopback here; the netns backend: its bridge)."""
+        return config
+
     # Backend protocol
 
     def up(self, topology: Topology, run_dir: Path, *, db_url: str | None = None) -> LabFile:
@@ -518,7 +526,9 @@ class LocalBackend:
         started: list[NodeRecord] = []
         source = p.router.host  # the router endpoint is identified by IP on the PBX nodes
         # The capture runs before the first node, so it sees every packet of the run.
-        capture = CaptureConfig(topology.net, ring_mb=topology.evidence_mb // 10)
+        capture = self._capture_config(
+            CaptureConfig(topology.net, ring_mb=topology.evidence_mb // 10)
+        )
         capture = replace(capture, keep_mb=topology.evidence_mb // 2 if capture.ring_mb else 0)
         start_capture(run_dir, capture, attached=not self.detach)
         try:

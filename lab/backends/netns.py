@@ -20,7 +20,7 @@ import os
 import subprocess
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lab.backends import LabError
 from lab.backends.local import LocalBackend
@@ -39,6 +39,9 @@ from lab.netns import (
     stop_reaper,
 )
 from lab.topology import Topology
+
+if TYPE_CHECKING:
+    from lab.capture import CaptureConfig
 
 
 def planned_nodes(p: Plan) -> dict[str, str]:
@@ -78,6 +81,21 @@ class NetnsBackend(LocalBackend):
             return
         with entered(self._net.ns("router")):  # probes leave from the router's address
             super()._wait(record, probe_source)
+
+    def _capture_config(self, config: CaptureConfig) -> CaptureConfig:
+        # Every packet between nodes crosses the lab bridge in the harness namespace (which this
+        # thread has entered while `up` runs): capture there. The barrier's marker goes to .254,
+        # an address with a permanent neighbour entry and no host, so it crosses the bridge.
+        net = self._net
+        if net is None:
+            return config
+        try:
+            mark = net.capture_mark()
+        except NetnsError as exc:
+            raise LabError(str(exc)) from None
+        return replace(
+            config, interface=net.bridge, subnet=net.subnet, mark_from=net.gateway, mark_to=mark
+        )
 
     def _attach(self, lab: LabFile) -> NetnsLab:
         self._net = lab_net(lab)
