@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from lab.hep import encode_hep, parse_hep
+from lab.requires import needs
 from lab.routers.kamailio import kamailio_binary
 from lab.wire import SipRecord, read_records, sip_record
 from router.sip import Headers, Request, parse_untrusted, serialize
@@ -92,7 +93,7 @@ def receiver(tmp_path: Path) -> Iterator[Path]:
     proc.stdout.close()
 
 
-@pytest.mark.skipif(kamailio_binary() is None, reason="Kamailio not installed")
+@needs(kamailio_binary() is not None, "Kamailio not installed (Debian package kamailio)")
 def test_kamailio_siptrace_hep_becomes_records(tmp_path: Path, receiver: Path) -> None:
     """A real Kamailio mirrors the OPTIONS it receives over HEPv3 (siptrace); the receiver's
     pcap holds it with the addresses and bytes of the datagram on the wire."""
