@@ -47,8 +47,16 @@ import pytest
 from lab.backends import Backend, LabError, NodeState, get_backend
 from lab.faults import FaultRule, add_rule, clear_rules
 from lab.labfile import LabFile, NodeRecord, write_labfile
+from lab.routers.kamailio.capabilities import skip_unsupported
 from lab.routers.kamailio.status import kamailio_status, render_kamailio
-from lab.topology import Topology, default_topology, dump_toml, topology_from_dict
+from lab.topology import (
+    ConfigError,
+    RouterSpec,
+    Topology,
+    default_topology,
+    dump_toml,
+    topology_from_dict,
+)
 
 if TYPE_CHECKING:
     from lab.engines import SippResult, SippScenario
@@ -267,7 +275,11 @@ class Lab:
         path.write_text(dump_toml(merged), encoding="utf-8")
         node = self.node(name)
         if node.role == "router" and node.kind == "kamailio":
-            render_kamailio(merged, self.run_dir)
+            # the settings are -A defines: the restart runs the new command line
+            argv = render_kamailio(merged, self.run_dir)
+            if node.argv:
+                self.labfile = self.labfile.with_node(replace(node, argv=argv))
+                write_labfile(self.labfile)
         if restart:
             self.restart(name)
 
@@ -448,7 +460,7 @@ def _options_topology(config: pytest.Config, spec: LabSpec, net: int) -> Topolog
         else:
             faults = [x for x in opt("--lab-faults").split(",") if x]
         if "router" not in data or "kind" not in data.get("router", {}):
-            topology = replace(topology, router=replace(topology.router, kind=opt("--router")))
+            topology = replace(topology, router=_router_spec(config))
         if "time_scale" not in data.get("timers", {}):
             topology = replace(
                 topology, timers=replace(topology.timers, time_scale=opt("--time-scale"))
@@ -552,7 +564,20 @@ class Faults:
 
 
 def _router_option(config: pytest.Config) -> str:
-    return str(config.getoption("--router"))
+    """The router kind of ``--router`` (``kamailio:6.0`` -> ``kamailio``)."""
+    return _router_spec(config).kind
+
+
+def _router_spec(config: pytest.Config) -> RouterSpec:
+    """``[router]`` from ``--router kind[:version]`` and ``--router-config``."""
+    from lab.routers.kamailio.capabilities import parse_router_option
+
+    try:
+        kind, version = parse_router_option(str(config.getoption("--router")))
+        cfg = config.getoption("--router-config") or ""
+        return RouterSpec(kind=kind, version=version, config=cfg)  # type: ignore[arg-type]
+    except (ValueError, ConfigError) as exc:
+        raise pytest.UsageError(str(exc)) from None
 
 
 def kamailio_differs(request: pytest.FixtureRequest, name: str, *, run: bool = True) -> None:
@@ -596,6 +621,11 @@ def pytest_configure(config: pytest.Config) -> None:
         "kamailio_cannot_observe(name): skipped under --router kamailio with the reason of "
         "differences entry `name` (a check the lab cannot make against Kamailio)",
     )
+    config.addinivalue_line(
+        "markers",
+        "router_needs(capability): skipped when the router under test lacks it (auth, "
+        "registrar, tcp, ds_alg:N; lab.routers.kamailio.capabilities)",
+    )
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -612,14 +642,18 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             reason = difference(str(mark.args[0]))
             if kamailio:
                 item.add_marker(pytest.mark.skip(reason=reason))
+    skip_unsupported(_router_spec(config), items)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("siplab", "siplab lab")
     group.addoption("--lab-backend", default="local", help="lab backend (local)")
     group.addoption(
-        "--router", default="reference", choices=["reference", "kamailio"], help="router under test"
+        "--router",
+        default="reference",
+        help="router under test: reference, kamailio, kamailio:VERSION (5.6, 6.0, 6.1)",
     )
+    group.addoption("--router-config", default="", help="a user's kamailio.cfg as the router")
     group.addoption(
         "--time-scale", type=float, default=0.1, help="multiply every lab timer (default 0.1)"
     )
@@ -637,7 +671,7 @@ def lab_session(request: pytest.FixtureRequest) -> Iterator[Lab]:
     topology = default_topology()
     topology = replace(
         topology,
-        router=replace(topology.router, kind=opt("--router")),
+        router=_router_spec(request.config),
         timers=replace(topology.timers, time_scale=opt("--time-scale")),
         faults=[x for x in opt("--lab-faults").split(",") if x],
         net=opt("--lab-net"),

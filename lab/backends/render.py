@@ -119,6 +119,10 @@ def plan(topology: Topology, run_dir: Path, *, db_url: str | None = None) -> Pla
         events=str(events / "router.jsonl"),
         http=f"{topology.router_host}:{HTTP_PORT}",
     )
+    if topology.router.external:
+        # A router the lab does not start (lab.routers.kamailio.launch): only routed to.
+        ext_host, _, ext_port = topology.router.external.rpartition(":")
+        router = PlannedNode("router", "router", "external", ext_host, int(ext_port), external=True)
     relays = []
     for link in topology.faults:
         b = link.partition("-")[2]
@@ -262,14 +266,15 @@ def kamailio_argv(topology: Topology, p: Plan) -> list[str]:
     """
     from lab.backends import LabError
     from lab.routers.kamailio import KamailioError, kamailio_binary
-    from lab.routers.kamailio.router import router_command, router_params_from_dict
+    from lab.routers.kamailio.launch import kamailio_router_argv
+    from lab.routers.kamailio.router import router_params_from_dict
     from router.configfile import ConfigError
 
-    if kamailio_binary() is None:
+    if kamailio_binary() is None and not topology.router.version:
         raise LabError("router kind 'kamailio' needs Kamailio (Debian package kamailio)")
     try:
         params = router_params_from_dict(router_config(topology, p), source="lab topology")
-        return router_command(params, p.run_dir / "kamailio")
+        return kamailio_router_argv(params, p.run_dir / "kamailio", topology.router)
     except (KamailioError, ConfigError, ValueError) as exc:
         raise LabError(f"router (kamailio): {exc}") from exc
 
