@@ -77,6 +77,7 @@ def set_order(lab: Lab) -> list[str]:
 
 
 @pytest.mark.kamailio  # CI subset under --router kamailio
+@pytest.mark.router_needs("ds_alg:4")
 async def test_round_robin_spreads_evenly(lab: Lab, measurements: dict[str, Any]) -> None:
     """Algorithm 4, 60 calls.
 
@@ -92,6 +93,8 @@ async def test_round_robin_spreads_evenly(lab: Lab, measurements: dict[str, Any]
     assert max(counts.values()) - min(counts.values()) <= 1, counts
 
 
+@pytest.mark.kamailio
+@pytest.mark.router_needs("ds_alg:0")
 async def test_hash_call_id_spreads_and_is_deterministic(
     lab: Lab, measurements: dict[str, Any]
 ) -> None:
@@ -116,6 +119,7 @@ async def test_hash_call_id_spreads_and_is_deterministic(
             assert order[ds_get_hash(call_id.strip()) % len(order)] == node, call_id
 
 
+@pytest.mark.router_needs("ds_alg:8")
 async def test_serial_sends_everything_to_the_first(lab: Lab, measurements: dict[str, Any]) -> None:
     """Algorithm 8 (serial / priority order), 30 calls.
 
@@ -131,6 +135,7 @@ async def test_serial_sends_everything_to_the_first(lab: Lab, measurements: dict
     assert sum(counts.values()) == 30, counts
 
 
+@pytest.mark.router_needs("ds_alg:9")
 async def test_weight_follows_the_attrs(lab: Lab, measurements: dict[str, Any]) -> None:
     """Algorithm 9 with ``weight=60``/``30``/``10`` on pbx1/pbx2/pbx3, 100 calls.
 
@@ -147,6 +152,7 @@ async def test_weight_follows_the_attrs(lab: Lab, measurements: dict[str, Any]) 
 
 
 @pytest.mark.kamailio  # CI subset under --router kamailio
+@pytest.mark.router_needs("ds_alg:4")
 @pytest.mark.parametrize("how", ["pause", "kill"])
 async def test_only_healthy_nodes_get_calls(
     lab: Lab, how: str, measurements: dict[str, Any]

@@ -9,7 +9,8 @@ table: realm, nonces, trusted sources, failure blocking, expiry limits, forwardi
 ================================  ==============================================================
 reference setting                 Kamailio 5.6
 ================================  ==============================================================
-router.listen (first udp)         ``listen=udp:IP:PORT`` (SIP over TCP is off in the lab cfg)
+router.listen (first udp)         ``listen=udp:IP:PORT`` (``LISTEN``)
+router.listen (any tcp)           ``listen=tcp:IP:PORT`` on the UDP address (``LISTEN_TCP``)
 router.http                       ``listen=tcp:IP:PORT`` with xhttp + jsonrpcs (``POST /RPC``)
 timers.t1 / t2                    tm ``retr_timer1`` / ``retr_timer2`` (ms)
 timers.fr_timer / fr_inv_timer    tm ``fr_timer`` / ``fr_inv_timer`` (ms)
