@@ -575,6 +575,7 @@ def _router_spec(config: pytest.Config) -> RouterSpec:
     try:
         kind, version = parse_router_option(str(config.getoption("--router")))
         cfg = config.getoption("--router-config") or ""
+        cfg = str(Path(cfg).resolve()) if cfg else ""
         return RouterSpec(kind=kind, version=version, config=cfg)  # type: ignore[arg-type]
     except (ValueError, ConfigError) as exc:
         raise pytest.UsageError(str(exc)) from None
