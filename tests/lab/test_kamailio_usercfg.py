@@ -17,6 +17,7 @@ from lab.routers.kamailio import KamailioConfigError, kamailio_binary
 from lab.routers.kamailio.capabilities import ALL, detect, missing, router_capabilities
 from lab.routers.kamailio.config import contract_defines, define_args
 from lab.routers.kamailio.router import (
+    KamailioRouterParams,
     example_config,
     prepare_database,
     router_command,
@@ -34,18 +35,18 @@ needs_kamailio = pytest.mark.skipif(
 )
 
 
-def _params(tmp_path: Path, **changes: object) -> object:
+def _params(tmp_path: Path) -> KamailioRouterParams:
     url = f"sqlite:///{tmp_path}/rt.db"
     data = {
         "router": {"name": "r", "listen": [f"udp:{ROUTER}:5060", f"tcp:{ROUTER}:5060"]},
         "dispatcher": {"db": url, "probing": {"interval": 1.0, "mode": 1}},
         "registrar": {"enabled": True, "db": url},
     }
-    return router_params_from_dict(data, **changes)
+    return router_params_from_dict(data)
 
 
 def test_contract_defines_reach_the_cfg_as_dash_a(tmp_path: Path) -> None:
-    params = _params(tmp_path).kamailio_params()  # type: ignore[attr-defined]
+    params = _params(tmp_path).kamailio_params()
     defines = dict(contract_defines(params))
     # the documented core of the contract (docs/kamailio-contract.md)
     assert defines["SIPLAB"] is None
@@ -61,7 +62,7 @@ def test_contract_defines_reach_the_cfg_as_dash_a(tmp_path: Path) -> None:
 
 @needs_kamailio
 def test_lab_runs_siplab_cfg_unchanged_with_dash_a(tmp_path: Path) -> None:
-    argv = router_command(_params(tmp_path), tmp_path / "kam")  # type: ignore[arg-type]
+    argv = router_command(_params(tmp_path), tmp_path / "kam")
     cfg = tmp_path / "kam" / "kamailio.cfg"
     assert argv[argv.index("-f") + 1] == str(cfg)
     assert cfg.read_text() == example_config()  # no rendering: the example itself
@@ -74,7 +75,7 @@ def test_lab_runs_siplab_cfg_unchanged_with_dash_a(tmp_path: Path) -> None:
 @pytest.mark.parametrize("name", ["noauth.cfg", "hash-callid.cfg"])
 def test_example_user_cfgs_pass_kamailio_check_with_the_contract(tmp_path: Path, name: str) -> None:
     argv = router_command(  # raises KamailioConfigError when the cfg is rejected
-        _params(tmp_path),  # type: ignore[arg-type]
+        _params(tmp_path),
         tmp_path / "kam",
         config=EXAMPLES / name,
     )
@@ -101,7 +102,7 @@ def test_broken_user_cfg_names_file_line_and_kamailio_message(tmp_path: Path) ->
         'listen=LISTEN\nloadmodule "tm.so"\nrequest_route {\n  sl_send_reply("200", "OK");\n}\n'
     )
     with pytest.raises(KamailioConfigError) as caught:
-        router_command(_params(tmp_path), tmp_path / "kam", config=cfg)  # type: ignore[arg-type]
+        router_command(_params(tmp_path), tmp_path / "kam", config=cfg)
     err = caught.value
     assert err.file == str(cfg) and err.line == 4
     assert 'sl_send_reply("200", "OK");' in str(err)
@@ -119,9 +120,9 @@ def test_lab_up_with_a_broken_cfg_fails_with_file_and_line_not_a_traceback(
         'net = 93\npbx_count = 1\n[db]\nkind = "sqlite"\n[users]\ncount = 2\n'
         '[router]\nkind = "kamailio"\nconfig = "mine.cfg"\n'
     )
+    cli = [sys.executable, "-m", "router.cli"]
     done = subprocess.run(
-        [sys.executable, "-m", "router.cli", "lab", "up", "--topology", str(topo)]
-        + ["--dir", str(tmp_path / "run")],
+        [*cli, *("lab", "up", "--topology", str(topo), "--dir", str(tmp_path / "run"))],
         capture_output=True,
         text=True,
         timeout=120,
