@@ -321,8 +321,8 @@ def write_configs(topology: Topology, p: Plan) -> None:
     """Write topology.toml, router.toml, <pbx>.toml and fault-<link>.toml into the run folder."""
     p.run_dir.mkdir(parents=True, exist_ok=True)
     (p.run_dir / "topology.toml").write_text(dump_toml(topology.to_dict()), encoding="utf-8")
-    assert p.router.config is not None
-    p.router.config.write_text(dump_toml(router_config(topology, p)), encoding="utf-8")
+    if p.router.config is not None:  # None: an external router (no config of ours)
+        p.router.config.write_text(dump_toml(router_config(topology, p)), encoding="utf-8")
     for node in p.pbx:
         if node.config is not None and node.kind == "emulator":
             node.config.write_text(dump_toml(pbx_config(topology, p, node)), encoding="utf-8")

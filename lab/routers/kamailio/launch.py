@@ -50,6 +50,6 @@ def kamailio_router_argv(
         return router_command(params, workdir, config=config)
     from lab.routers.kamailio.image import container_binary
 
-    return router_command(
-        params, workdir, config=config, binary=container_binary(spec.version, workdir)
-    )
+    mounts = (config.resolve().parent,) if config is not None else ()
+    exe = container_binary(spec.version, workdir, extra_mounts=mounts)
+    return router_command(params, workdir, config=config, binary=exe)
