@@ -7,19 +7,18 @@ built from ``asterisk-images/kamailio/Dockerfile`` on the debootstrapped base im
 recipe changes (label ``siplab.recipe``). ``python -m lab.routers.kamailio.image 6.0`` builds it
 ahead (CI does, before the scenarios).
 
-:func:`container_binary` writes ``<workdir>/kamailio-<version>``, a shell script that runs
-``docker run --rm --network host`` with the run folder and the cfg's folder mounted at the same
-paths, so the lab's command line (``-f``, ``-Y``, ``-w``, ``-A`` ...) works unchanged and the
-lab's PID is the ``docker run`` client (SIGTERM is proxied to Kamailio; the container is removed
-when it stops). Before it starts, the script removes a container of the same name left over by
-a client that was SIGKILLed. Pausing (SIGSTOP) the client does not pause the container: the
-scenarios that hang the router run against the host's Kamailio only.
+:func:`container_launchers` gives the ``docker run --rm --init --network host -v ... IMAGE``
+command that stands for ``kamailio`` (the image's entrypoint): the run folder and the cfg's
+folder are mounted at the same paths, so the lab's command line (``-f``, ``-Y``, ``-w``, ``-A``
+...) works unchanged, and the lab's PID is the ``docker run`` client (SIGTERM is proxied to
+Kamailio; the container is removed when it stops). A container left over by a client that was
+SIGKILLed is removed before the next start. Pausing (SIGSTOP) or SIGKILLing the client does not
+pause or kill the container: no scenario does that to the router (only restarts it).
 """
 
 from __future__ import annotations
 
 import hashlib
-import shlex
 import subprocess
 from pathlib import Path
 
@@ -27,7 +26,7 @@ from lab.routers.kamailio.runner import KamailioError
 
 __all__ = [
     "SUITES",
-    "container_binary",
+    "container_launchers",
     "ensure_kamailio_image",
     "image_tag",
     "main",
@@ -87,11 +86,12 @@ def ensure_kamailio_image(version: str, *, log: object = None) -> str:
     return tag
 
 
-def container_binary(version: str, workdir: Path, *, extra_mounts: tuple[Path, ...] = ()) -> str:
-    """Write ``<workdir>/kamailio-<version>`` (module docstring) and return its path.
-
-    ``workdir``'s parent (the run folder: SQLite DB, logs) and ``extra_mounts`` (the cfg's
-    folder) are mounted at the same paths.
+def container_launchers(
+    version: str, workdir: Path, *, extra_mounts: tuple[Path, ...] = ()
+) -> tuple[list[str], list[str]]:
+    """``(run, check)``: the ``docker run ... IMAGE`` commands that stand for ``kamailio``
+    (module docstring); ``run`` names the container ``kam-<hash of workdir>`` (a container of
+    that name left over from a SIGKILLed client is removed first), ``check`` is anonymous.
 
     Raises:
         KamailioError: as :func:`ensure_kamailio_image`.
@@ -101,21 +101,10 @@ def container_binary(version: str, workdir: Path, *, extra_mounts: tuple[Path, .
     workdir.mkdir(parents=True, exist_ok=True)
     mounts = sorted({workdir.parent, *(m.resolve() for m in extra_mounts)})
     name = "kam-" + hashlib.sha256(str(workdir).encode()).hexdigest()[:12]
-    volumes = " ".join(f"-v {shlex.quote(f'{m}:{m}')}" for m in mounts)
-    script = workdir / f"kamailio-{version}"
-    script.write_text(
-        "#!/bin/sh\n"
-        f"# Kamailio {version} ({tag}) as if installed here: lab/routers/kamailio/image.py\n"
-        '# "kamailio -c" checks get their own container name, the router keeps one name.\n'
-        f"name={name}\n"
-        'case " $* " in *" -c "*) name="$name-check-$$";; esac\n'
-        'docker rm -f "$name" >/dev/null 2>&1\n'
-        f'exec docker run --rm --init --network host --name "$name" {volumes} '
-        f'{tag} "$@"\n',
-        encoding="utf-8",
-    )
-    script.chmod(0o755)
-    return str(script)
+    subprocess.run(["docker", "rm", "-f", name], capture_output=True, check=False, timeout=60)
+    base = ["docker", "run", "--rm", "--init", "--network", "host"]
+    volumes = [arg for m in mounts for arg in ("-v", f"{m}:{m}")]
+    return [*base, "--name", name, *volumes, tag], [*base, *volumes, tag]
 
 
 def main(argv: list[str] | None = None) -> int:

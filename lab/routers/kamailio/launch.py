@@ -48,8 +48,8 @@ def kamailio_router_argv(
     host = host_version()
     if not spec.version or spec.version == host:
         return router_command(params, workdir, config=config)
-    from lab.routers.kamailio.image import container_binary
+    from lab.routers.kamailio.image import container_launchers
 
     mounts = (config.resolve().parent,) if config is not None else ()
-    exe = container_binary(spec.version, workdir, extra_mounts=mounts)
-    return router_command(params, workdir, config=config, binary=exe)
+    launchers = container_launchers(spec.version, workdir, extra_mounts=mounts)
+    return router_command(params, workdir, config=config, launcher=launchers)

@@ -515,6 +515,7 @@ def router_command(
     *,
     binary: str | None = None,
     config: Path | None = None,
+    launcher: tuple[list[str], list[str]] | None = None,
 ) -> list[str]:
     """Prepare the DB, check the cfg, return the foreground command line.
 
@@ -522,13 +523,15 @@ def router_command(
     name it) or siplab's own example (copied to ``workdir/kamailio.cfg``); either gets the
     lab's settings as ``-A NAME=VALUE`` defines (:func:`contract_defines`,
     docs/kamailio-contract.md). The command line is also written to ``workdir/kamailio.argv``.
-    For launchers that own the process themselves (``lab.backends``).
+    For launchers that own the process themselves (``lab.backends``). ``launcher``: the
+    commands standing for ``kamailio`` when it runs elsewhere (``(run, check)``, e.g. ``docker
+    run ... IMAGE``; :mod:`lab.routers.kamailio.image`).
 
     Raises:
         KamailioConfigError: the cfg does not parse (file, line, Kamailio's message).
         KamailioError: Kamailio missing, or ``config`` is not a readable file.
     """
-    exe = binary or kamailio_binary()
+    exe: str | list[str] | None = launcher[0] if launcher else binary or kamailio_binary()
     if exe is None:
         raise KamailioError("Kamailio is not installed (Debian package kamailio)")
     workdir.mkdir(parents=True, exist_ok=True)
@@ -546,11 +549,12 @@ def router_command(
         list_file = workdir / "dispatcher.list"
         list_file.write_text(dispatcher_list(base.destinations), encoding="ascii")
     defines = contract_defines(base, list_file)
-    check_config(cfg, base, workdir, binary=exe, defines=defines)
+    check = launcher[1] if launcher else [exe] if isinstance(exe, str) else exe
+    check_config(cfg, base, workdir, defines=defines, launcher=check)
     rundir = workdir / "run"
     rundir.mkdir(parents=True, exist_ok=True)
     argv = [
-        exe, "-f", str(cfg), "-Y", str(rundir), "-w", str(workdir),
+        *([exe] if isinstance(exe, str) else exe), "-f", str(cfg), "-Y", str(rundir), "-w", str(workdir),
         "-m", str(base.shm_mb), "-M", str(base.pkg_mb), *define_args(defines), "-DD", "-E",
     ]  # fmt: skip
     (workdir / "kamailio.argv").write_text(shlex.join(argv) + "\n", encoding="utf-8")

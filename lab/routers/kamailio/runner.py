@@ -89,7 +89,7 @@ def write_config(params: KamailioParams, workdir: Path) -> Path:
 
 
 def _base_args(
-    binary: str,
+    binary: str | list[str],
     cfg: Path,
     params: KamailioParams,
     workdir: Path,
@@ -98,7 +98,7 @@ def _base_args(
     rundir = workdir / "run"
     rundir.mkdir(parents=True, exist_ok=True)
     return [
-        binary,
+        *([binary] if isinstance(binary, str) else binary),
         "-f",
         str(cfg),
         "-Y",
@@ -120,20 +120,22 @@ def check_config(
     *,
     binary: str | None = None,
     defines: list[Define] | None = None,
+    launcher: list[str] | None = None,
 ) -> None:
-    """Run ``kamailio -c`` on ``cfg`` (with ``defines`` as ``-A``).
+    """Run ``kamailio -c`` on ``cfg`` (with ``defines`` as ``-A``; ``launcher``: the command
+    that stands for the ``kamailio`` binary, e.g. a ``docker run ... IMAGE`` prefix).
 
     Raises:
         KamailioConfigError: the config does not parse or a module refuses it (the message
             names the file and line when Kamailio does, and quotes Kamailio's own errors).
     """
-    exe = binary or kamailio_binary()
+    exe = launcher or binary or kamailio_binary()
     if exe is None:
         raise KamailioError("Kamailio is not installed (Debian package kamailio)")
     # -c does not allocate the real shared memory; a small -m keeps the check fast.
     args = [*_base_args(exe, cfg, params, workdir, defines), "-c"]
     args[args.index("-m") + 1] = "64"
-    done = subprocess.run(args, capture_output=True, text=True, timeout=30, check=False)
+    done = subprocess.run(args, capture_output=True, text=True, timeout=60, check=False)
     if done.returncode == 0:
         return
     output = (done.stdout + done.stderr).strip()
