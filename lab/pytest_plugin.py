@@ -49,14 +49,7 @@ from lab.faults import FaultRule, add_rule, clear_rules
 from lab.labfile import LabFile, NodeRecord, write_labfile
 from lab.routers.kamailio.capabilities import skip_unsupported
 from lab.routers.kamailio.status import kamailio_status, render_kamailio
-from lab.topology import (
-    ConfigError,
-    RouterSpec,
-    Topology,
-    default_topology,
-    dump_toml,
-    topology_from_dict,
-)
+from lab.topology import RouterSpec, Topology, default_topology, dump_toml, topology_from_dict
 
 if TYPE_CHECKING:
     from lab.engines import SippResult, SippScenario
@@ -573,14 +566,11 @@ def _router_option(config: pytest.Config) -> str:
 
 def _router_spec(config: pytest.Config) -> RouterSpec:
     """``[router]`` from ``--router kind[:version]`` and ``--router-config``."""
-    from lab.routers.kamailio.capabilities import parse_router_option
+    from lab.routers.kamailio.capabilities import router_spec
 
     try:
-        kind, version = parse_router_option(str(config.getoption("--router")))
-        cfg = config.getoption("--router-config") or ""
-        cfg = str(Path(cfg).resolve()) if cfg else ""
-        return RouterSpec(kind=kind, version=version, config=cfg)  # type: ignore[arg-type]
-    except (ValueError, ConfigError) as exc:
+        return router_spec(config.getoption("--router"), config.getoption("--router-config"))
+    except ValueError as exc:
         raise pytest.UsageError(str(exc)) from None
 
 

@@ -30,6 +30,7 @@ __all__ = [
     "missing",
     "parse_router_option",
     "router_capabilities",
+    "router_spec",
     "skip_unsupported",
 ]
 
@@ -100,6 +101,22 @@ def parse_router_option(value: str) -> tuple[str, str]:
     if kind not in ("reference", "kamailio") or (version and kind != "kamailio"):
         raise ValueError(f"--router {value!r}: expected reference, kamailio or kamailio:VERSION")
     return kind, version
+
+
+def router_spec(router: str, config: str | None = None) -> RouterSpec:
+    """``[router]`` from ``--router kind[:version]`` and ``--router-config`` (made absolute).
+
+    Raises:
+        ValueError: a bad option value (the message names it).
+    """
+    from lab.topology import RouterSpec
+
+    kind, version = parse_router_option(router)
+    cfg = str(Path(config).resolve()) if config else ""
+    try:
+        return RouterSpec(kind=kind, version=version, config=cfg)  # type: ignore[arg-type]
+    except ValueError as exc:
+        raise ValueError(f"--router {router} --router-config {config}: {exc}") from None
 
 
 def skip_unsupported(spec: RouterSpec, items: list[pytest.Item]) -> None:
