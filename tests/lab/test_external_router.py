@@ -9,6 +9,7 @@ router is 127.94.0.60.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -76,8 +77,6 @@ def test_calls_through_an_external_router_reach_the_lab_nodes(tmp_path: Path) ->
         assert kam.is_running()  # the lab did not stop what it did not start
     assert (result.successful, result.failed) == (20, 0), result.errors
     merge_events(tmp_path / "run")
-    import json
-
     invites: dict[str, int] = {}
     for line in (tmp_path / "run" / "events.jsonl").read_text().splitlines():
         e = json.loads(line)

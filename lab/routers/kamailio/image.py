@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 from lab.routers.kamailio.runner import KamailioError
@@ -46,7 +47,7 @@ def _recipe_hash() -> str:
     return hashlib.sha256(_RECIPE.read_bytes()).hexdigest()[:16]
 
 
-def ensure_kamailio_image(version: str, *, log: object = None) -> str:
+def ensure_kamailio_image(version: str, *, log: Callable[[str], None] | None = None) -> str:
     """Build ``siplab/kamailio:<version>`` unless it is there for this recipe; return the tag.
 
     Raises:
@@ -66,7 +67,7 @@ def ensure_kamailio_image(version: str, *, log: object = None) -> str:
         )
     suite = SUITES[version]
     tag = image_tag(version)
-    say = log if callable(log) else (lambda _line: None)
+    say: Callable[[str], None] = log or (lambda _line: None)
     try:
         client = ensure_dockerd()
         recipe = _recipe_hash()
