@@ -183,8 +183,10 @@ def document(
     how = "siplab conformance --run" if args.run else "siplab conformance"
     if args.routers != ",".join(ROUTERS):
         how += f" --routers {args.routers}"
-    if args.pytest_args:
+    how += f" --markdown --write {args.write}"
+    if args.run and args.pytest_args:
         how += " -- " + " ".join(args.pytest_args)
+    source = "" if args.run else f" from the JUnit files in `{args.out}`"
     today = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d")
     rows = table(results)
     totals = ", ".join(
@@ -193,7 +195,7 @@ def document(
     )
     return (
         "# Conformance: the reference router vs Kamailio (per version)\n\n"
-        f"Written by `{how} --markdown --write docs/conformance.md` on {today} "
+        f"Written by `{how}`{source} on {today} "
         f"({platform.system()} {platform.machine()}, {len(files)} runs of `pytest scenarios`); "
         "do not edit by hand. Non-pass verdicts carry their reason; Kamailio's differences by "
         "design are named in `lab/routers/kamailio/differences.py`. Kamailio 6.x runs in a "

@@ -54,9 +54,16 @@ def test_columns_per_router_and_version_and_the_written_document(tmp_path: Path)
     files = {"reference": tmp_path / "r.xml", "kamailio:6.0": tmp_path / "k.xml"}
     results = {column(r): read_junit(p) for r, p in files.items()}
     args = argparse.Namespace(
-        run=True, routers="reference,kamailio:6.0", pytest_args=["--lab-net", "9"]
+        run=True,
+        routers="reference,kamailio:6.0",
+        pytest_args=["--lab-net", "9"],
+        write="docs/conformance.md",
+        out="runs/c",
     )
     text = document(results, files, args)
-    assert "siplab conformance --run --routers reference,kamailio:6.0 -- --lab-net 9" in text
+    assert (
+        "`siplab conformance --run --routers reference,kamailio:6.0 --markdown --write "
+        "docs/conformance.md -- --lab-net 9`" in text
+    )
     assert "| scenario | reference | kamailio 6.0 |" in text
     assert "Passed: reference 2/3, kamailio 6.0 1/3." in text
