@@ -179,3 +179,74 @@ def test_router_spec_fields_and_declared_capabilities(tmp_path: Path) -> None:
     topo.write_text('[router]\nkind = "kamailio"\nconfig = "my.cfg"\nversion = "6.0"\n')
     loaded = load_topology(topo).router
     assert (loaded.config, loaded.version) == (str(tmp_path / "my.cfg"), "6.0")
+
+
+# A stock-style auth cfg (kamailio.cfg's WITH_AUTH: auth_db on `subscriber`, plaintext password,
+# calculate_ha1): the lab's `subscriber` view must let it authenticate the users in ps_auths.
+_STOCK_AUTH_CFG = """
+listen=udp:127.93.0.40:5070
+children=1
+disable_tcp=yes
+log_stderror=yes
+loadmodule "db_sqlite.so"
+loadmodule "sl.so"
+loadmodule "pv.so"
+loadmodule "auth.so"
+loadmodule "auth_db.so"
+loadmodule "siputils.so"
+loadmodule "textops.so"
+modparam("auth_db", "db_url", DB_URL)
+modparam("auth_db", "calculate_ha1", yes)
+modparam("auth_db", "password_column", "password")
+modparam("auth_db", "load_credentials", "")
+request_route {
+    if (is_method("REGISTER")) {
+        if (!www_authorize("$td", "subscriber")) {
+            www_challenge("$td", "0");
+            exit;
+        }
+        sl_send_reply("200", "OK");
+        exit;
+    }
+    sl_send_reply("200", "Keepalive");
+}
+"""
+
+
+@needs_kamailio
+@pytest.mark.sipp
+def test_stock_auth_db_cfg_authenticates_lab_users_through_the_subscriber_view(
+    tmp_path: Path,
+) -> None:
+    from lab.engines import SippRun, run_sipp, sipp_binary, uac_register
+    from lab.routers.kamailio import KamailioParams, start_kamailio_config
+    from router.realtime import connect, write_sipp_csv
+
+    if sipp_binary() is None:
+        pytest.skip("SIPp not installed (Debian package sip-tester)")
+    url = f"sqlite:///{tmp_path}/rt.db"
+    prepare_database(url)
+    db = connect(url)
+    try:
+        users = db.provision_users(4, 300, domain="127.93.0.40", context="c", seed=3)
+    finally:
+        db.close()
+    write_sipp_csv(tmp_path / "users.csv", users)
+    cfg = tmp_path / "stock.cfg"
+    cfg.write_text(f'#!define DB_URL "{url}"\n' + _STOCK_AUTH_CFG)
+    params = KamailioParams(
+        listen_ip="127.93.0.40", listen_port=5070, shm_mb=64, pkg_mb=8, roles=frozenset()
+    )
+    with start_kamailio_config(cfg, params, tmp_path / "kam", probe_ip="127.93.0.41") as kam:
+        run = SippRun(
+            uac_register(60),
+            local_ip="127.93.0.41",
+            remote=kam.address,
+            rate=20,
+            max_calls=4,
+            injection=tmp_path / "users.csv",
+            timeout_s=10,
+        )
+        result = run_sipp(run, tmp_path / "sipp")
+    assert (result.successful, result.failed) == (4, 0)
+    assert result.count("401") == 4  # each was challenged, then accepted with its password
