@@ -24,7 +24,7 @@ from typing import Any
 from lab.backends import LabError, NodeState, backend_names, get_backend
 from lab.faults import Action, FaultRule, add_rule, clear_rules, read_rules
 from lab.labfile import DEFAULT_RUN_DIR, LabFile, LabFileError, read_labfile
-from lab.topology import Topology, default_topology, load_topology
+from lab.topology import RouterSpec, Topology, default_topology, load_topology
 from router.configfile import ConfigError, FieldError
 
 
@@ -68,8 +68,7 @@ def build_topology(args: argparse.Namespace) -> Topology:
         topology = replace(
             topology, pbx=[replace(p, kind=args.pbx_kind) for p in topology.pbx_nodes()]
         )
-    if getattr(args, "router", None):
-        topology = replace(topology, router=replace(topology.router, kind=args.router))
+    topology = replace(topology, router=_router_overrides(args, topology.router))
     if args.time_scale is not None:
         topology = replace(topology, timers=replace(topology.timers, time_scale=args.time_scale))
     if getattr(args, "net", None):
@@ -82,6 +81,23 @@ def build_topology(args: argparse.Namespace) -> Topology:
     except FieldError as exc:
         raise _user_error(f"command line: {exc.field}: {exc.reason}") from None
     return topology
+
+
+def _router_overrides(args: argparse.Namespace, router: RouterSpec) -> RouterSpec:
+    """``[router]`` with ``--router kind[:version]`` and ``--router-config`` applied."""
+    from lab.routers.kamailio.capabilities import parse_router_option
+
+    fields = {f: getattr(router, f) for f in RouterSpec.__dataclass_fields__}
+    try:
+        if getattr(args, "router", None):
+            fields["kind"], fields["version"] = parse_router_option(args.router)
+        if getattr(args, "router_config", None):
+            fields["config"] = str(Path(args.router_config).resolve())
+        return RouterSpec(**fields)
+    except FieldError as exc:
+        raise _user_error(f"command line: router.{exc.field}: {exc.reason}") from None
+    except ValueError as exc:
+        raise _user_error(f"command line: {exc}") from None
 
 
 def cmd_up(args: argparse.Namespace) -> int:
@@ -339,8 +355,15 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     )
     up.add_argument(
         "--router",
-        choices=["reference", "kamailio"],
-        help="router under test: siplab's reference router (default) or Kamailio",
+        metavar="KIND[:VERSION]",
+        help="router under test: reference (default), kamailio (the host's), kamailio:6.0 / "
+        "kamailio:6.1 (in a container)",
+    )
+    up.add_argument(
+        "--router-config",
+        metavar="PATH",
+        help="your own kamailio.cfg as the router (with --router kamailio; the lab's settings "
+        "arrive as -A defines: docs/kamailio-contract.md)",
     )
     up.add_argument(
         "--backend",

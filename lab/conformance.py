@@ -1,18 +1,23 @@
 """``siplab conformance``: every scenario's verdict for the reference router and for Kamailio.
 
-``siplab conformance --run`` runs ``pytest scenarios/`` once per router (``--router reference``
-and ``--router kamailio``), each writing JUnit XML into the output folder, then prints one table:
-scenario, verdict per router (pass / FAIL / skip / xfail), and the reason where a verdict is not a
-pass (a scenario where Kamailio differs by design says so through its skip/xfail reason, see
-``lab/routers/kamailio/differences.py``). Without ``--run`` it reads existing JUnit files
-(``--junit reference=FILE --junit kamailio=FILE``). ``--markdown`` prints a Markdown table, and
-``conformance.json`` is written next to the JUnit files.
+``siplab conformance --run`` runs ``pytest scenarios/`` once per router (``--routers``, default
+``reference,kamailio``: ``--router reference``, ``--router kamailio``; add ``kamailio:6.0`` or
+``kamailio:6.1`` for Kamailio 6.x in a container), each writing JUnit XML into the output folder,
+then prints one table: scenario, verdict per router and version (pass / FAIL / skip / xfail), and
+the reason where a verdict is not a pass (a scenario where Kamailio differs by design says so
+through its skip/xfail reason, see ``lab/routers/kamailio/differences.py``). The host's Kamailio
+column is named with its version (``kamailio 5.6``). Without ``--run`` it reads existing JUnit
+files (``--junit reference=FILE --junit kamailio=FILE``). ``--markdown`` prints a Markdown table,
+``--write FILE`` writes it with a header saying how it was produced (docs/conformance.md is
+written this way, never by hand), and ``conformance.json`` is written next to the JUnit files.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
+import platform
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
@@ -20,6 +25,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROUTERS = ("reference", "kamailio")
+"""Default ``--routers``."""
+
+
+def column(router: str) -> str:
+    """Column title of a ``--router`` value: ``kamailio`` -> ``kamailio 5.6`` (the host's),
+    ``kamailio:6.0`` -> ``kamailio 6.0``."""
+    kind, _, version = router.partition(":")
+    if kind == "kamailio" and not version:
+        from lab.routers.kamailio.launch import host_version
+
+        version = host_version() or "?"
+    return f"{kind} {version}" if version else kind
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,7 +110,7 @@ def render(results: dict[str, dict[str, Verdict]], *, markdown: bool = False) ->
 
 
 def run_suite(router: str, out: Path, extra: list[str]) -> Path:
-    junit = out / f"junit-{router}.xml"
+    junit = out / f"junit-{router.replace(':', '-')}.xml"
     cmd = [
         sys.executable,
         "-m",
@@ -124,24 +141,28 @@ def cmd_conformance(args: argparse.Namespace) -> int:
         if not sep:
             raise UserError(f"--junit {item!r}: expected ROUTER=FILE")
         files[router] = Path(path)
+    routers = [r for r in args.routers.split(",") if r]
     if args.run:
-        for router in ROUTERS:
+        for router in routers:
             try:
                 files[router] = run_suite(router, out, args.pytest_args or [])
             except RuntimeError as exc:
                 raise UserError(str(exc)) from None
     if not files:
-        for router in ROUTERS:
-            candidate = out / f"junit-{router}.xml"
+        for router in routers:
+            candidate = out / f"junit-{router.replace(':', '-')}.xml"
             if candidate.exists():
                 files[router] = candidate
     if not files:
         raise UserError(f"{out}: no junit-<router>.xml files; use --run or --junit ROUTER=FILE")
     try:
-        results = {router: read_junit(path) for router, path in files.items()}
+        results = {column(router): read_junit(path) for router, path in files.items()}
     except ValueError as exc:
         raise UserError(str(exc)) from None
     print(render(results, markdown=args.markdown))
+    if args.write:
+        Path(args.write).write_text(document(results, files, args), encoding="utf-8")
+        print(f"conformance: wrote {args.write}", file=sys.stderr)
     (out / "conformance.json").write_text(
         json.dumps(
             {
@@ -155,6 +176,35 @@ def cmd_conformance(args: argparse.Namespace) -> int:
     return 0
 
 
+def document(
+    results: dict[str, dict[str, Verdict]], files: dict[str, Path], args: argparse.Namespace
+) -> str:
+    """docs/conformance.md: how it was produced, the Markdown table, the pass counts."""
+    how = "siplab conformance --run" if args.run else "siplab conformance"
+    if args.routers != ",".join(ROUTERS):
+        how += f" --routers {args.routers}"
+    how += f" --markdown --write {args.write}"
+    if args.run and args.pytest_args:
+        how += " -- " + " ".join(args.pytest_args)
+    source = "" if args.run else f" from the JUnit files in `{args.out}`"
+    today = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d")
+    rows = table(results)
+    totals = ", ".join(
+        f"{r} {sum(1 for row in rows if row[1 + i] == 'pass')}/{len(rows)}"
+        for i, r in enumerate(results)
+    )
+    return (
+        "# Conformance: the reference router vs Kamailio (per version)\n\n"
+        f"Written by `{how}`{source} on {today} "
+        f"({platform.system()} {platform.machine()}, {len(files)} runs of `pytest scenarios`); "
+        "do not edit by hand. Non-pass verdicts carry their reason; Kamailio's differences by "
+        "design are named in `lab/routers/kamailio/differences.py`. Kamailio 6.x runs in a "
+        "container (`lab/routers/kamailio/image.py`).\n\n"
+        + render(results, markdown=True)
+        + f"\n\nPassed: {totals}.\n"
+    )
+
+
 def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("conformance", help="scenario verdicts: reference router vs Kamailio")
     p.add_argument(
@@ -165,5 +215,14 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         "--out", default="runs/conformance", help="folder for JUnit files and conformance.json"
     )
     p.add_argument("--markdown", action="store_true", help="print a Markdown table")
+    p.add_argument(
+        "--routers",
+        default=",".join(ROUTERS),
+        help="comma-separated --router values, one column each (e.g. "
+        "reference,kamailio,kamailio:6.0)",
+    )
+    p.add_argument(
+        "--write", metavar="FILE", help="write the Markdown document (docs/conformance.md)"
+    )
     p.add_argument("pytest_args", nargs="*", help="extra pytest arguments (after --)")
     p.set_defaults(func=cmd_conformance)

@@ -50,8 +50,9 @@ from lab.backends import Backend, LabError, NodeState, get_backend
 from lab.docker.asterisk import backend_for, with_pbx_kind
 from lab.faults import FaultRule, add_rule, clear_rules
 from lab.labfile import LabFile, NodeRecord, write_labfile
+from lab.routers.kamailio.capabilities import skip_unsupported
 from lab.routers.kamailio.status import kamailio_status, render_kamailio
-from lab.topology import Topology, default_topology, dump_toml, topology_from_dict
+from lab.topology import RouterSpec, Topology, default_topology, dump_toml, topology_from_dict
 
 if TYPE_CHECKING:
     from lab.engines import SippResult, SippScenario
@@ -271,7 +272,11 @@ class Lab:
         path.write_text(dump_toml(merged), encoding="utf-8")
         node = self.node(name)
         if node.role == "router" and node.kind == "kamailio":
-            render_kamailio(merged, self.run_dir)
+            # the settings are -A defines: the restart runs the new command line
+            argv = render_kamailio(merged, self.run_dir)
+            if node.argv:
+                self.labfile = self.labfile.with_node(replace(node, argv=argv))
+                write_labfile(self.labfile)
         if restart:
             self.restart(name)
 
@@ -310,8 +315,8 @@ class Lab:
 
     @property
     def router_kind(self) -> str:
-        """``reference`` or ``kamailio``: the router in the router's seat."""
-        return self.topology.router.kind
+        """``reference``, ``kamailio``, or ``external`` (``[router] external``: not the lab's)."""
+        return "external" if self.topology.router.external else self.topology.router.kind
 
     def router_status(self) -> dict[str, Any]:
         """The router's ``/status`` JSON; for Kamailio the same shape for the parts scenarios
@@ -321,6 +326,8 @@ class Lab:
         (e.g. transaction timeouts): those keys are None."""
         if self.router_kind == "kamailio":
             return kamailio_status(self.router_rpc)
+        if self.router_kind == "external":
+            raise LabError("the router is external: the lab cannot read its state")
         with urllib.request.urlopen(f"http://{self.router.http}/status", timeout=2.0) as resp:
             data = json.loads(resp.read().decode())
         assert isinstance(data, dict)
@@ -463,7 +470,7 @@ def _options_topology(config: pytest.Config, spec: LabSpec, net: int) -> Topolog
         else:
             faults = [x for x in opt("--lab-faults").split(",") if x]
         if "router" not in data or "kind" not in data.get("router", {}):
-            topology = replace(topology, router=replace(topology.router, kind=opt("--router")))
+            topology = replace(topology, router=_router_spec(config))
         if "time_scale" not in data.get("timers", {}):
             topology = replace(
                 topology, timers=replace(topology.timers, time_scale=opt("--time-scale"))
@@ -502,8 +509,9 @@ def start_lab(config: pytest.Config, spec: LabSpec, name: str) -> Lab:
                 lab.reconfigure(node, changes)
         if spec.router or spec.nodes.get("router"):
             lab.reconfigure("router", deep_merge(spec.router, spec.nodes.get("router", {})))
-        for node in [n.name for n in lab.pbx if n.kind in ("emulator", "asterisk")]:
-            lab.wait_dispatcher(node, active=True)
+        if lab.router_kind != "external":  # an external router's state is not ours to read
+            for node in [n.name for n in lab.pbx if n.kind in ("emulator", "asterisk")]:
+                lab.wait_dispatcher(node, active=True)
         write_labfile(lab.labfile)
     except BaseException:
         lab.down()
@@ -579,7 +587,18 @@ class Faults:
 
 
 def _router_option(config: pytest.Config) -> str:
-    return str(config.getoption("--router"))
+    """The router kind of ``--router`` (``kamailio:6.0`` -> ``kamailio``)."""
+    return _router_spec(config).kind
+
+
+def _router_spec(config: pytest.Config) -> RouterSpec:
+    """``[router]`` from ``--router kind[:version]`` and ``--router-config``."""
+    from lab.routers.kamailio.capabilities import router_spec
+
+    try:
+        return router_spec(config.getoption("--router"), config.getoption("--router-config"))
+    except ValueError as exc:
+        raise pytest.UsageError(str(exc)) from None
 
 
 def kamailio_differs(request: pytest.FixtureRequest, name: str, *, run: bool = True) -> None:
@@ -625,6 +644,11 @@ def pytest_configure(config: pytest.Config) -> None:
         "kamailio_cannot_observe(name): skipped under --router kamailio with the reason of "
         "differences entry `name` (a check the lab cannot make against Kamailio)",
     )
+    config.addinivalue_line(
+        "markers",
+        "router_needs(capability): skipped when the router under test lacks it (auth, "
+        "registrar, tcp, ds_alg:N; lab.routers.kamailio.capabilities)",
+    )
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -641,14 +665,18 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             reason = difference(str(mark.args[0]))
             if kamailio:
                 item.add_marker(pytest.mark.skip(reason=reason))
+    skip_unsupported(_router_spec(config), items)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("siplab", "siplab lab")
     group.addoption("--lab-backend", default="local", help="lab backend (local)")
     group.addoption(
-        "--router", default="reference", choices=["reference", "kamailio"], help="router under test"
+        "--router",
+        default="reference",
+        help="router under test: reference, kamailio, kamailio:VERSION (5.6, 6.0, 6.1)",
     )
+    group.addoption("--router-config", default="", help="a user's kamailio.cfg as the router")
     group.addoption(
         "--time-scale", type=float, default=0.1, help="multiply every lab timer (default 0.1)"
     )
@@ -678,7 +706,7 @@ def lab_session(request: pytest.FixtureRequest) -> Iterator[Lab]:
     topology = default_topology()
     topology = replace(
         topology,
-        router=replace(topology.router, kind=opt("--router")),
+        router=_router_spec(request.config),
         timers=replace(topology.timers, time_scale=opt("--time-scale")),
         faults=[x for x in opt("--lab-faults").split(",") if x],
         net=opt("--lab-net"),

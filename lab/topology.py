@@ -24,6 +24,9 @@ Example::
     kind = "reference"              # or "kamailio"
     events = false                  # the reference router's own JSON event log (opt-in: the
                                     # lab's packet capture is the evidence)
+    # config = "my-kamailio.cfg"    # kind "kamailio": the user's cfg (docs/kamailio-contract.md)
+    # version = "6.0"               # kind "kamailio": "" host (5.6), "6.0"/"6.1" in a container
+    # external = "127.0.0.60:5060"  # a router the lab does not start
 
     [[pbx]]                         # repeat per node; or `pbx_count = 3` for defaults
     kind = "emulator"               # "asterisk" (docker backend), "sipp" (stand-in UAS)
@@ -132,6 +135,14 @@ def _check_hostport(name: str, value: str) -> tuple[str, int]:
     return host, int(port)
 
 
+KAMAILIO_VERSIONS = ("", "5.6", "6.0", "6.1")
+"""``[router] version`` values: "" = the host's Kamailio, "5.6" (Debian 12, the host), "6.0"
+(Debian trixie) and "6.1" (Debian sid) in a container (``lab.routers.kamailio.image``)."""
+
+ROUTER_CAPABILITIES = ("auth", "registrar", "tcp", "ds_alg")
+"""What a router cfg may provide (``[router] provides``; ``lab.routers.kamailio.capabilities``)."""
+
+
 @dataclass(frozen=True, slots=True)
 class RouterSpec:
     kind: Literal["reference", "kamailio"] = "reference"
@@ -142,6 +153,38 @@ class RouterSpec:
     """The reference router writes its own JSON event log (``events/router.jsonl``, a line
     per SIP message, on its hot path). Off by default: the lab's packet capture is the
     evidence (``lab/capture.py``); status, metrics and counters stay either way."""
+    config: str = ""
+    """A user's own kamailio.cfg (kind "kamailio"); the lab passes its settings as ``-A``
+    defines (docs/kamailio-contract.md). Empty: siplab's own cfg."""
+    version: str = ""
+    """Kamailio version (kind "kamailio"): "" / "5.6" the host's, "6.0" / "6.1" in a container."""
+    external: str = ""
+    """``IP:PORT`` of a router the lab does not start: the PBX nodes and the traffic are
+    pointed at it (it must route to the nodes of the lab's ``dispatcher`` table)."""
+    provides: list[str] = field(default_factory=list)
+    """Capabilities of the router (``auth``, ``registrar``, ``tcp``, ``ds_alg``); empty: all for
+    siplab's routers, detected from the text of a user's cfg, none declared for an external
+    router. Scenarios needing one that is missing are skipped with the reason."""
+
+    def __post_init__(self) -> None:
+        if self.config and self.kind != "kamailio":
+            raise FieldError("config", 'a kamailio.cfg needs kind = "kamailio"')
+        if self.version not in KAMAILIO_VERSIONS:
+            raise FieldError(
+                "version", f"must be one of {', '.join(repr(v) for v in KAMAILIO_VERSIONS)}"
+            )
+        if self.version and self.kind != "kamailio":
+            raise FieldError("version", 'a Kamailio version needs kind = "kamailio"')
+        if self.external:
+            _check_hostport("external", self.external)
+            if self.config or self.version:
+                raise FieldError("external", "an external router has no config or version")
+        for i, name in enumerate(self.provides):
+            if name not in ROUTER_CAPABILITIES:
+                raise FieldError(
+                    f"provides[{i}]",
+                    f"unknown capability {name!r} ({', '.join(ROUTER_CAPABILITIES)})",
+                )
 
 
 @dataclass(frozen=True, slots=True)
@@ -413,7 +456,13 @@ def load_topology(path: str | Path) -> Topology:
     Raises:
         ConfigError: naming the file, the field and the reason.
     """
-    return topology_from_dict(read_toml(path), source=str(path))
+    topology = topology_from_dict(read_toml(path), source=str(path))
+    config = topology.router.config
+    if config and not Path(config).is_absolute():
+        # a cfg named in a topology file lies next to it (not in the current directory)
+        resolved = str((Path(path).parent / config).resolve())
+        topology = replace(topology, router=replace(topology.router, config=resolved))
+    return topology
 
 
 # -- a small TOML writer (tomllib only reads) ----------------------------------------------
@@ -463,6 +512,8 @@ def _dump_table(data: dict[str, Any], path: list[str], lines: list[str]) -> None
 __all__ = [
     "DB_PORT",
     "HTTP_PORT",
+    "KAMAILIO_VERSIONS",
+    "ROUTER_CAPABILITIES",
     "ROUTER_HOST",
     "SIP_PORT",
     "ConfigError",

@@ -72,6 +72,7 @@ def set_order(lab: Lab) -> list[str]:
 
 
 @pytest.mark.kamailio  # CI subset under --router kamailio
+@pytest.mark.router_needs("ds_alg:4")
 async def test_round_robin_spreads_evenly(lab: Lab, measurements: dict[str, Any]) -> None:
     """Algorithm 4, 60 calls.
 
@@ -87,6 +88,8 @@ async def test_round_robin_spreads_evenly(lab: Lab, measurements: dict[str, Any]
     assert max(counts.values()) - min(counts.values()) <= 1, counts
 
 
+@pytest.mark.kamailio
+@pytest.mark.router_needs("ds_alg:0")
 async def test_hash_call_id_spreads_and_is_deterministic(
     lab: Lab, measurements: dict[str, Any]
 ) -> None:
@@ -111,6 +114,7 @@ async def test_hash_call_id_spreads_and_is_deterministic(
             assert order[ds_get_hash(call_id.strip()) % len(order)] == node, call_id
 
 
+@pytest.mark.router_needs("ds_alg:8")
 async def test_serial_sends_everything_to_the_first(lab: Lab, measurements: dict[str, Any]) -> None:
     """Algorithm 8 (serial / priority order), 30 calls.
 
@@ -126,6 +130,7 @@ async def test_serial_sends_everything_to_the_first(lab: Lab, measurements: dict
     assert sum(counts.values()) == 30, counts
 
 
+@pytest.mark.router_needs("ds_alg:9")
 async def test_weight_follows_the_attrs(lab: Lab, measurements: dict[str, Any]) -> None:
     """Algorithm 9 with ``weight=60``/``30``/``10`` on pbx1/pbx2/pbx3, 100 calls.
 
@@ -142,6 +147,7 @@ async def test_weight_follows_the_attrs(lab: Lab, measurements: dict[str, Any]) 
 
 
 @pytest.mark.kamailio  # CI subset under --router kamailio
+@pytest.mark.router_needs("ds_alg:4")
 @pytest.mark.parametrize("how", ["pause", "kill"])
 async def test_only_healthy_nodes_get_calls(
     lab: Lab, how: str, measurements: dict[str, Any]

@@ -247,7 +247,8 @@ TCP_FRAMING = {
 }
 
 
-@pytest.mark.kamailio_differs("transport", run=False)
+@pytest.mark.kamailio
+@pytest.mark.router_needs("tcp")
 @pytest.mark.parametrize("name", sorted(TCP_FRAMING))
 async def test_malformed_tcp_framing_is_answered_or_closed(lab: Lab, name: str) -> None:
     """Topology: the default lab; the router listens on TCP too.
@@ -306,7 +307,8 @@ async def assert_tcp_options(lab: Lab, *, rport: bool = True) -> None:
     assert got.startswith(b"SIP/2.0 200"), got[:80]
 
 
-@pytest.mark.kamailio_differs("transport", run=False)
+@pytest.mark.router_needs("tcp")
+@pytest.mark.kamailio_differs("tcp_framing_drops")
 async def test_malformed_tcp_framing_errors_are_counted(lab: Lab) -> None:
     """Topology: the default lab.
 
@@ -359,7 +361,8 @@ async def test_malformed_after_the_whole_corpus_router_keeps_serving(lab: Lab) -
     assert time.monotonic() - started < 15
 
 
-@pytest.mark.kamailio_differs("transport", run=False)
+@pytest.mark.kamailio
+@pytest.mark.router_needs("tcp")
 async def test_malformed_tcp_reply_uses_the_same_connection(lab: Lab) -> None:
     """Topology: the default lab.
 

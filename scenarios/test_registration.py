@@ -27,6 +27,9 @@ from router.sip import (
     serialize,
 )
 
+# every scenario here registers with digest auth at a registrar
+pytestmark = [pytest.mark.router_needs("auth"), pytest.mark.router_needs("registrar")]
+
 NONCE_LIFETIME = 1.0
 
 

@@ -412,7 +412,13 @@ class LocalBackend:
         topology: Topology | None = None,
     ) -> NodeRecord:
         if node.external:
-            record = NodeRecord(node.name, "pbx", node.host, node.port, kind="external")
+            record = NodeRecord(
+                node.name,
+                node.role,  # type: ignore[arg-type]
+                node.host,
+                node.port,
+                kind="external",
+            )
             wait_ready(
                 node.name,
                 node.host,

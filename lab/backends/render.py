@@ -119,6 +119,10 @@ def plan(topology: Topology, run_dir: Path, *, db_url: str | None = None) -> Pla
         events=str(events / "router.jsonl"),
         http=f"{topology.router_host}:{HTTP_PORT}",
     )
+    if topology.router.external:
+        # A router the lab does not start (lab.routers.kamailio.launch): only routed to.
+        ext_host, _, ext_port = topology.router.external.rpartition(":")
+        router = PlannedNode("router", "router", "external", ext_host, int(ext_port), external=True)
     relays = []
     for link in topology.faults:
         b = link.partition("-")[2]
@@ -264,14 +268,15 @@ def kamailio_argv(topology: Topology, p: Plan) -> list[str]:
     """
     from lab.backends import LabError
     from lab.routers.kamailio import KamailioError, kamailio_binary
-    from lab.routers.kamailio.router import router_command, router_params_from_dict
+    from lab.routers.kamailio.launch import kamailio_router_argv
+    from lab.routers.kamailio.router import router_params_from_dict
     from router.configfile import ConfigError
 
-    if kamailio_binary() is None:
+    if kamailio_binary() is None and not topology.router.version:
         raise LabError("router kind 'kamailio' needs Kamailio (Debian package kamailio)")
     try:
         params = router_params_from_dict(router_config(topology, p), source="lab topology")
-        return router_command(params, p.run_dir / "kamailio")
+        return kamailio_router_argv(params, p.run_dir / "kamailio", topology.router)
     except (KamailioError, ConfigError, ValueError) as exc:
         raise LabError(f"router (kamailio): {exc}") from exc
 
@@ -320,8 +325,8 @@ def write_configs(topology: Topology, p: Plan) -> None:
     """Write topology.toml, router.toml, <pbx>.toml and fault-<link>.toml into the run folder."""
     p.run_dir.mkdir(parents=True, exist_ok=True)
     (p.run_dir / "topology.toml").write_text(dump_toml(topology.to_dict()), encoding="utf-8")
-    assert p.router.config is not None
-    p.router.config.write_text(dump_toml(router_config(topology, p)), encoding="utf-8")
+    if p.router.config is not None:  # None: an external router (no config of ours)
+        p.router.config.write_text(dump_toml(router_config(topology, p)), encoding="utf-8")
     for node in p.pbx:
         if node.config is not None and node.kind == "emulator":
             node.config.write_text(dump_toml(pbx_config(topology, p, node)), encoding="utf-8")

@@ -39,3 +39,31 @@ def test_conformance_table_lists_every_scenario_with_reasons(tmp_path: Path) -> 
     assert "passed: reference 2/3, kamailio 1/3" in text
     md = render(results, markdown=True)
     assert md.splitlines()[0].startswith("| scenario | reference | kamailio")
+
+
+def test_columns_per_router_and_version_and_the_written_document(tmp_path: Path) -> None:
+    import argparse
+
+    from lab.conformance import column, document
+
+    assert column("kamailio:6.0") == "kamailio 6.0"
+    assert column("reference") == "reference"
+    assert column("kamailio").startswith("kamailio ")  # the host's version, e.g. "kamailio 5.6"
+    (tmp_path / "r.xml").write_text(REF)
+    (tmp_path / "k.xml").write_text(KAM)
+    files = {"reference": tmp_path / "r.xml", "kamailio:6.0": tmp_path / "k.xml"}
+    results = {column(r): read_junit(p) for r, p in files.items()}
+    args = argparse.Namespace(
+        run=True,
+        routers="reference,kamailio:6.0",
+        pytest_args=["--lab-net", "9"],
+        write="docs/conformance.md",
+        out="runs/c",
+    )
+    text = document(results, files, args)
+    assert (
+        "`siplab conformance --run --routers reference,kamailio:6.0 --markdown --write "
+        "docs/conformance.md -- --lab-net 9`" in text
+    )
+    assert "| scenario | reference | kamailio 6.0 |" in text
+    assert "Passed: reference 2/3, kamailio 6.0 1/3." in text

@@ -216,10 +216,16 @@ def test_prepare_database_writes_kamailio_versions(tmp_path: Path) -> None:
     prepare_database(url)  # idempotent
     db = connect(url)
     try:
+        db.provision_users(2, 100, domain="lab", context="from-users", seed=1)
         rows = dict(db.query('SELECT table_name, table_version FROM "version"'))
+        subscribers = db.query('SELECT username, password FROM "subscriber" ORDER BY username')
+        auths = db.query('SELECT username, password FROM "ps_auths" ORDER BY username')
     finally:
         db.close()
-    assert rows == {"location": 9, "dispatcher": 4}
+    assert rows == {"location": 9, "dispatcher": 4, "subscriber": 7}
+    # stock auth_db reads `subscriber`: the view shows every ps_auths user and password
+    assert len(subscribers) == 2
+    assert subscribers == auths
 
 
 def test_differences_table_names_reasons() -> None:

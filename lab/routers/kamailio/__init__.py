@@ -1,8 +1,11 @@
-"""Kamailio (Debian 5.6) as a router under test: cfg rendered from parameters, run by PID.
+"""Kamailio as a router under test: siplab's cfg or the user's, the host's 5.6 or a 6.x container.
 
-``config``/``runner``: the generic cfg (dispatcher peer) and process handling. ``router``: the
-reference router's settings mapped onto the dispatcher + registrar roles (``--router
-kamailio``). ``differences``: where Kamailio differs from the reference by design, and why.
+``config``/``runner``: the -A define contract (docs/kamailio-contract.md), the generic cfg
+(dispatcher peer) and process handling. ``router``: the reference router's settings mapped onto
+the dispatcher + registrar roles (``--router kamailio``). ``launch``: the command line from the
+topology's ``[router]`` (cfg, version); ``image``: Kamailio 6.x images and ``docker run``;
+``capabilities``: what a cfg provides, so unsupported scenarios are skipped with a reason;
+``differences``: where Kamailio differs from the reference by design, and why.
 """
 
 from lab.routers.kamailio.config import (

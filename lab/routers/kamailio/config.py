@@ -24,7 +24,9 @@ __all__ = [
     "DispatcherDestination",
     "KamailioParams",
     "KamailioRole",
+    "contract_defines",
     "db_module",
+    "define_args",
     "dispatcher_list",
     "kamailio_db_url",
     "render_config",
@@ -131,7 +133,9 @@ class KamailioParams:
     http: str | None = None
     """``IP:PORT`` of a JSON-RPC-over-HTTP endpoint (xhttp + jsonrpcs, ``POST /RPC``) for
     state (``dispatcher.list``, ``stats.get_statistics``); the reference router's ``/status``
-    address. None = no HTTP listener (and TCP stays disabled)."""
+    address. None = no HTTP listener."""
+    tcp: bool = False
+    """SIP over TCP too, on the same address and port (``LISTEN_TCP``)."""
 
     def __post_init__(self) -> None:
         require_loopback(self.listen_ip)
@@ -212,14 +216,21 @@ def _body() -> str:
     return resources.files(__package__).joinpath("kamailio.cfg").read_text(encoding="utf-8")
 
 
-def render_config(params: KamailioParams, list_file: Path | None = None) -> str:
-    """The full cfg text: ``#!KAMAILIO``, the defines for ``params``, then the fixed body.
+Define = tuple[str, str | None]
+"""``(NAME, value)`` of a preprocessor define; value None = a flag (``#!define NAME``)."""
+
+
+def contract_defines(params: KamailioParams, list_file: Path | None = None) -> list[Define]:
+    """The defines the lab hands to a kamailio.cfg (docs/kamailio-contract.md): as ``-A
+    NAME=VALUE`` on the command line (:func:`define_args`) or as ``#!define`` lines
+    (:func:`render_config`). ``SIPLAB`` is always defined, so a cfg can tell it runs in the lab.
 
     Args:
         list_file: path of the dispatcher list file (required for the dispatcher role unless
             ``params.ds_db_url`` is set).
     """
-    defines: list[tuple[str, str | None]] = [
+    defines: list[Define] = [
+        ("SIPLAB", None),
         ("LISTEN", f"udp:{params.listen_ip}:{params.listen_port}"),
         ("CHILDREN", str(params.children)),
         ("DEBUG_LEVEL", str(params.debug)),
@@ -257,10 +268,28 @@ def render_config(params: KamailioParams, list_file: Path | None = None) -> str:
             defines.append(("DS_MARK_FAILED", None))
         if params.ds_ping_reply_codes:
             defines.append(("DS_PING_REPLY_CODES", _quote(params.ds_ping_reply_codes)))
+    if params.tcp:
+        defines.append(("LISTEN_TCP", f"tcp:{params.listen_ip}:{params.listen_port}"))
     if params.http is not None:
-        # xhttp rides on Kamailio's TCP stack: one TCP listener, for HTTP only (SIP stays UDP).
+        # xhttp rides on Kamailio's TCP stack: its own TCP listener, for HTTP only.
         defines += [("WITH_HTTP", None), ("HTTP_LISTEN", f"tcp:{params.http}")]
     defines += list(params.extra_defines)
+    return defines
+
+
+def define_args(defines: list[Define]) -> list[str]:
+    """``-A NAME=VALUE`` / ``-A NAME`` arguments of ``kamailio`` for ``defines``."""
+    args: list[str] = []
+    for name, value in defines:
+        args += ["-A", name if value is None else f"{name}={value}"]
+    return args
+
+
+def render_config(params: KamailioParams, list_file: Path | None = None) -> str:
+    """The full cfg text: ``#!KAMAILIO``, the :func:`contract_defines` for ``params`` as
+    ``#!define`` lines, then the fixed body (a self-contained file, the same as running the
+    body with those defines as ``-A``)."""
+    defines = contract_defines(params, list_file)
     head = "#!KAMAILIO\n# rendered by lab.routers.kamailio.config from KamailioParams\n"
     head += "".join(
         f"#!define {n} {v}\n" if v is not None else f"#!define {n}\n" for n, v in defines

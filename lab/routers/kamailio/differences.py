@@ -137,9 +137,11 @@ _TABLE: dict[str, str] = {
         "answer); a check that reads what the router itself received or answered cannot be "
         "made. Checks on the PBX/phone side and SIPp results still run."
     ),
-    "transport": (
-        "The rendered cfg listens on UDP only (disable_tcp=yes); the reference may also listen "
-        "on TCP. Scenarios over TCP run against the reference only."
+    "tcp_framing_drops": (
+        "Kamailio's TCP reader closes a connection whose stream framing is broken (no or a bad "
+        "Content-Length, RFC 3261 §18.3) without counting it in any statistic "
+        "(core:bad_msg_hdr, drop_requests, err_requests stay unchanged); the reference counts "
+        "each as a drop. The connection is closed either way (that scenario runs unmarked)."
     ),
 }
 

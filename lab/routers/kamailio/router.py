@@ -9,7 +9,8 @@ table: realm, nonces, trusted sources, failure blocking, expiry limits, forwardi
 ================================  ==============================================================
 reference setting                 Kamailio 5.6
 ================================  ==============================================================
-router.listen (first udp)         ``listen=udp:IP:PORT`` (SIP over TCP is off in the lab cfg)
+router.listen (first udp)         ``listen=udp:IP:PORT`` (``LISTEN``)
+router.listen (any tcp)           ``listen=tcp:IP:PORT`` on the UDP address (``LISTEN_TCP``)
 router.http                       ``listen=tcp:IP:PORT`` with xhttp + jsonrpcs (``POST /RPC``)
 timers.t1 / t2                    tm ``retr_timer1`` / ``retr_timer2`` (ms)
 timers.fr_timer / fr_inv_timer    tm ``fr_timer`` / ``fr_inv_timer`` (ms)
@@ -54,7 +55,9 @@ from __future__ import annotations
 
 import ipaddress
 import math
+import shlex
 from dataclasses import dataclass, field, replace
+from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -62,6 +65,9 @@ from lab.routers.kamailio.config import (
     DispatcherDestination,
     KamailioParams,
     KamailioRole,
+    contract_defines,
+    define_args,
+    dispatcher_list,
     kamailio_db_url,
     render_config,
 )
@@ -82,6 +88,7 @@ __all__ = [
     "KAMAILIO_TABLE_VERSIONS",
     "POSTGRES_CHILDREN",
     "KamailioRouterParams",
+    "example_config",
     "prepare_database",
     "render_router_config",
     "router_command",
@@ -92,8 +99,17 @@ __all__ = [
     "write_router_config",
 ]
 
-KAMAILIO_TABLE_VERSIONS = {"location": 9, "dispatcher": 4}
-"""Rows Kamailio 5.6 checks in its ``version`` table (usrloc-create.sql, dispatcher-create.sql)."""
+KAMAILIO_TABLE_VERSIONS = {"location": 9, "dispatcher": 4, "subscriber": 7}
+"""Rows Kamailio (5.6 and 6.x) checks in its ``version`` table (usrloc-create.sql,
+dispatcher-create.sql, auth_db-create.sql); ``subscriber`` is a view on ``ps_auths``."""
+
+SUBSCRIBER_VIEW = (
+    'CREATE VIEW "subscriber" AS SELECT "id", "username", COALESCE("realm", \'\') AS "domain", '
+    '"password", COALESCE("md5_cred", \'\') AS "ha1", \'\' AS "ha1b" FROM "ps_auths"'
+)
+"""Stock Kamailio's ``subscriber`` table (auth_db defaults: ``username``, ``password``, ``ha1``)
+as a read-only view on Asterisk's ``ps_auths``, for a user's cfg that authenticates with
+``auth_db`` the usual way (``www_authorize("$td", "subscriber")``); no copy of the users."""
 
 _METHODS = frozenset(
     [
@@ -181,6 +197,8 @@ class KamailioRouterParams:
     extra_defines: tuple[tuple[str, str | None], ...] = field(default=())
     http: str | None = None
     """``IP:PORT`` for JSON-RPC over HTTP (``POST /RPC``): the reference's ``router.http``."""
+    tcp: bool = False
+    """SIP over TCP on the listen address too (the reference's ``tcp:`` listen entry)."""
 
     def __post_init__(self) -> None:
         if self.forward not in ("all", "hash", "none"):
@@ -252,6 +270,7 @@ class KamailioRouterParams:
             roles=frozenset(roles),
             extra_defines=defines + self.extra_defines,
             http=self.http,
+            tcp=self.tcp,
         )
 
     def _registrar_defines(self, db: str) -> tuple[tuple[str, str | None], ...]:
@@ -400,6 +419,7 @@ def router_params(
         purge_interval_s=_seconds(settings.purge_interval),
         children=workers_for(settings.db if registrar else ds.db),
         http=config.router.http,
+        tcp=bool(config.listen_by_proto("tcp")),
     )
     return replace(params, **overrides) if overrides else params
 
@@ -452,6 +472,8 @@ def prepare_database(db_url: str) -> None:
                 '"table_version" INTEGER DEFAULT 0 NOT NULL, '
                 'CONSTRAINT "version_table_name_idx" UNIQUE ("table_name"))'
             )
+            if not _has_relation(db, "subscriber"):
+                db.execute(SUBSCRIBER_VIEW)
             for table, version in KAMAILIO_TABLE_VERSIONS.items():
                 db.execute(
                     'INSERT INTO "version" ("table_name", "table_version") VALUES (?, ?) '
@@ -461,6 +483,16 @@ def prepare_database(db_url: str) -> None:
                 )
     finally:
         db.close()
+
+
+def _has_relation(db: Any, name: str) -> bool:
+    from router.realtime.schema import Dialect
+
+    if db.dialect is Dialect.SQLITE:
+        sql = "SELECT 1 FROM sqlite_master WHERE name = ?"
+    else:
+        sql = "SELECT 1 FROM pg_class WHERE relname = ?"
+    return bool(db.query(sql, (name,)))
 
 
 def _prepare(params: KamailioRouterParams) -> None:
@@ -478,29 +510,61 @@ def write_router_config(params: KamailioRouterParams, workdir: Path) -> Path:
 
 
 def router_command(
-    params: KamailioRouterParams, workdir: Path, *, binary: str | None = None
+    params: KamailioRouterParams,
+    workdir: Path,
+    *,
+    binary: str | None = None,
+    config: Path | None = None,
+    launcher: tuple[list[str], list[str]] | None = None,
 ) -> list[str]:
-    """Prepare the DB, write and check the cfg, return the foreground command line.
+    """Prepare the DB, check the cfg, return the foreground command line.
 
-    For launchers that own the process themselves (``lab.backends``); the argv is the one
-    :func:`start_kamailio_router` runs.
+    The cfg is ``config`` (a user's kamailio.cfg, run where it lies so Kamailio's messages
+    name it) or siplab's own example (copied to ``workdir/kamailio.cfg``); either gets the
+    lab's settings as ``-A NAME=VALUE`` defines (:func:`contract_defines`,
+    docs/kamailio-contract.md). The command line is also written to ``workdir/kamailio.argv``.
+    For launchers that own the process themselves (``lab.backends``). ``launcher``: the
+    commands standing for ``kamailio`` when it runs elsewhere (``(run, check)``, e.g. ``docker
+    run ... IMAGE``; :mod:`lab.routers.kamailio.image`).
 
     Raises:
-        KamailioConfigError: the cfg does not parse. KamailioError: Kamailio missing.
+        KamailioConfigError: the cfg does not parse (file, line, Kamailio's message).
+        KamailioError: Kamailio missing, or ``config`` is not a readable file.
     """
-    exe = binary or kamailio_binary()
+    exe: str | list[str] | None = launcher[0] if launcher else binary or kamailio_binary()
     if exe is None:
         raise KamailioError("Kamailio is not installed (Debian package kamailio)")
+    workdir.mkdir(parents=True, exist_ok=True)
+    if config is None:
+        cfg = workdir / "kamailio.cfg"
+        cfg.write_text(example_config(), encoding="utf-8")
+    else:
+        cfg = config.resolve()
+        if not cfg.is_file():
+            raise KamailioError(f"{config}: router config: no such file")
     _prepare(params)
     base = params.kamailio_params()
-    cfg = write_config(base, workdir)
-    check_config(cfg, base, workdir, binary=exe)
+    list_file = None
+    if KamailioRole.DISPATCHER in base.roles and base.ds_db_url is None:
+        list_file = workdir / "dispatcher.list"
+        list_file.write_text(dispatcher_list(base.destinations), encoding="ascii")
+    defines = contract_defines(base, list_file)
+    check = launcher[1] if launcher else [exe] if isinstance(exe, str) else exe
+    check_config(cfg, base, workdir, defines=defines, launcher=check)
     rundir = workdir / "run"
     rundir.mkdir(parents=True, exist_ok=True)
-    return [
-        exe, "-f", str(cfg), "-Y", str(rundir), "-w", str(workdir),
-        "-m", str(base.shm_mb), "-M", str(base.pkg_mb), "-DD", "-E",
+    argv = [
+        *([exe] if isinstance(exe, str) else exe), "-f", str(cfg), "-Y", str(rundir), "-w", str(workdir),
+        "-m", str(base.shm_mb), "-M", str(base.pkg_mb), *define_args(defines), "-DD", "-E",
     ]  # fmt: skip
+    (workdir / "kamailio.argv").write_text(shlex.join(argv) + "\n", encoding="utf-8")
+    return argv
+
+
+def example_config() -> str:
+    """siplab's own kamailio.cfg (``lab/routers/kamailio/kamailio.cfg``): what the lab runs by
+    default and the documented starting point of a user's cfg."""
+    return resources.files(__package__).joinpath("kamailio.cfg").read_text(encoding="utf-8")
 
 
 def start_kamailio_router(

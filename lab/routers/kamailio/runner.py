@@ -18,8 +18,10 @@ from pathlib import Path
 from lab.engines.probe import ProbeTimeout, wait_sip_ready
 from lab.procs import ManagedProcess, start_process
 from lab.routers.kamailio.config import (
+    Define,
     KamailioParams,
     KamailioRole,
+    define_args,
     dispatcher_list,
     render_config,
 )
@@ -47,11 +49,20 @@ class KamailioError(RuntimeError):
 class KamailioConfigError(KamailioError):
     """``kamailio -c`` rejected the config."""
 
-    def __init__(self, message: str, *, line: int | None, source_line: str | None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        line: int | None,
+        source_line: str | None,
+        file: str | None = None,
+    ) -> None:
         detail = message
         if line is not None:
-            detail += f"\n  cfg line {line}: {source_line}"
+            detail += f"\n  {file or 'cfg'} line {line}: {source_line}"
         super().__init__(detail)
+        self.file = file
+        """The cfg file Kamailio named (the main cfg or an included one)."""
         self.line = line
         """1-based line number in the rendered cfg, when Kamailio named one."""
         self.source_line = source_line
@@ -77,11 +88,17 @@ def write_config(params: KamailioParams, workdir: Path) -> Path:
     return cfg
 
 
-def _base_args(binary: str, cfg: Path, params: KamailioParams, workdir: Path) -> list[str]:
+def _base_args(
+    binary: str | list[str],
+    cfg: Path,
+    params: KamailioParams,
+    workdir: Path,
+    defines: list[Define] | None = None,
+) -> list[str]:
     rundir = workdir / "run"
     rundir.mkdir(parents=True, exist_ok=True)
     return [
-        binary,
+        *([binary] if isinstance(binary, str) else binary),
         "-f",
         str(cfg),
         "-Y",
@@ -92,37 +109,53 @@ def _base_args(binary: str, cfg: Path, params: KamailioParams, workdir: Path) ->
         str(params.shm_mb),
         "-M",
         str(params.pkg_mb),
+        *define_args(defines or []),
     ]
 
 
 def check_config(
-    cfg: Path, params: KamailioParams, workdir: Path, *, binary: str | None = None
+    cfg: Path,
+    params: KamailioParams,
+    workdir: Path,
+    *,
+    binary: str | None = None,
+    defines: list[Define] | None = None,
+    launcher: list[str] | None = None,
 ) -> None:
-    """Run ``kamailio -c`` on ``cfg``.
+    """Run ``kamailio -c`` on ``cfg`` (with ``defines`` as ``-A``; ``launcher``: the command
+    that stands for the ``kamailio`` binary, e.g. a ``docker run ... IMAGE`` prefix).
 
     Raises:
-        KamailioConfigError: the config does not parse (message names the line).
+        KamailioConfigError: the config does not parse or a module refuses it (the message
+            names the file and line when Kamailio does, and quotes Kamailio's own errors).
     """
-    exe = binary or kamailio_binary()
+    exe = launcher or binary or kamailio_binary()
     if exe is None:
         raise KamailioError("Kamailio is not installed (Debian package kamailio)")
     # -c does not allocate the real shared memory; a small -m keeps the check fast.
-    args = [*_base_args(exe, cfg, params, workdir), "-c"]
+    args = [*_base_args(exe, cfg, params, workdir, defines), "-c"]
     args[args.index("-m") + 1] = "64"
-    done = subprocess.run(args, capture_output=True, text=True, timeout=30, check=False)
+    done = subprocess.run(args, capture_output=True, text=True, timeout=60, check=False)
     if done.returncode == 0:
         return
     output = (done.stdout + done.stderr).strip()
     match = _PARSE_ERROR.search(output)
     line_no = int(match["line"]) if match else None
+    named = Path(match["file"]) if match else cfg
     source = None
     if line_no is not None:
-        lines = cfg.read_text(encoding="utf-8").splitlines()
+        try:
+            lines = named.read_text(encoding="utf-8", errors="replace").splitlines()
+        except OSError:
+            lines = []
         source = lines[line_no - 1].strip() if 0 < line_no <= len(lines) else None
     error_lines = [ln for ln in output.splitlines() if "ERROR" in ln or "CRITICAL" in ln]
     message = "\n".join(error_lines[-5:]) or output[-2000:]
     raise KamailioConfigError(
-        f"kamailio -c {cfg} failed:\n{message}", line=line_no, source_line=source
+        f"kamailio -c {cfg} failed:\n{message}",
+        line=line_no,
+        source_line=source,
+        file=str(named),
     )
 
 

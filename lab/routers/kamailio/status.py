@@ -12,15 +12,21 @@ from typing import Any
 from lab.backends import LabError
 
 
-def render_kamailio(router_toml: dict[str, Any], run_dir: Path) -> None:
-    """Render ``<run>/kamailio/kamailio.cfg`` again from a router TOML (the argv is unchanged)."""
+def render_kamailio(router_toml: dict[str, Any], run_dir: Path) -> list[str]:
+    """Check the cfg again with the defines of a changed router TOML; return the new argv
+    (the node must be restarted with it: the settings are ``-A`` defines on the command line).
+    The cfg and Kamailio version are the run's (``<run>/topology.toml`` ``[router]``)."""
     from lab.routers.kamailio import KamailioError
-    from lab.routers.kamailio.router import router_command, router_params_from_dict
+    from lab.routers.kamailio.launch import kamailio_router_argv
+    from lab.routers.kamailio.router import router_params_from_dict
+    from lab.topology import RouterSpec, load_topology
     from router.configfile import ConfigError
 
     try:
+        topo = run_dir / "topology.toml"
+        spec = load_topology(topo).router if topo.exists() else RouterSpec(kind="kamailio")
         params = router_params_from_dict(router_toml, source="router.toml")
-        router_command(params, run_dir / "kamailio")
+        return kamailio_router_argv(params, run_dir / "kamailio", spec)
     except (KamailioError, ConfigError, ValueError) as exc:
         raise LabError(f"router (kamailio): {exc}") from exc
 
