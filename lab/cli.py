@@ -35,10 +35,10 @@ def _lab(args: argparse.Namespace) -> LabFile:
         raise _user_error(str(exc)) from None
 
 
-def _backend(lab_or_name: LabFile | str) -> Any:
+def _backend(lab_or_name: LabFile | str, **options: Any) -> Any:
     name = lab_or_name if isinstance(lab_or_name, str) else lab_or_name.backend
     try:
-        return get_backend(name, detach=True)
+        return get_backend(name, detach=True, **options)
     except LabError as exc:
         raise _user_error(str(exc)) from None
 
@@ -72,6 +72,21 @@ def build_topology(args: argparse.Namespace) -> Topology:
     return topology
 
 
+def _placement(args: argparse.Namespace) -> dict[str, Any]:
+    """``--place NODE=CONSTRAINT`` (swarm only) as the backend's ``placement`` option."""
+    if not args.place:
+        return {}
+    if args.backend != "swarm":
+        raise _user_error(f"--place: only the swarm backend places nodes, not {args.backend!r}")
+    placement: dict[str, list[str]] = {}
+    for item in args.place:
+        node, sep, constraint = item.partition("=")
+        if not sep or not node or not constraint:
+            raise _user_error(f"--place {item!r}: expected NODE=CONSTRAINT (NODE may be '*')")
+        placement.setdefault(node, []).append(constraint)
+    return {"placement": placement}
+
+
 def cmd_up(args: argparse.Namespace) -> int:
     run_dir = Path(args.dir or DEFAULT_RUN_DIR)
     try:
@@ -87,7 +102,7 @@ def cmd_up(args: argparse.Namespace) -> int:
             )
     topology = build_topology(args)
     try:
-        lab = _backend(args.backend).up(topology, run_dir, db_url=args.db)
+        lab = _backend(args.backend, **_placement(args)).up(topology, run_dir, db_url=args.db)
     except LabError as exc:
         raise _user_error(str(exc)) from None
     for node in lab.nodes:
@@ -317,6 +332,13 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         help="router under test: siplab's reference router (default) or Kamailio",
     )
     up.add_argument("--backend", default="local", choices=backend_names())
+    up.add_argument(
+        "--place",
+        action="append",
+        metavar="NODE=CONSTRAINT",
+        help="swarm placement constraint for NODE ('*': every node), e.g. "
+        "'pbx2=node.labels.siplab.host==b'",
+    )
     up.add_argument(
         "--db",
         help="realtime DB: a URL, 'sqlite' (file in the run folder), or 'postgres' (a PostgreSQL "

@@ -99,9 +99,11 @@ def get_backend(name: str, **options: Any) -> Backend:
 def _register_builtin() -> None:
     from lab.backends.local import LocalBackend
     from lab.docker.backend import DockerBackend  # imports the Docker SDK lazily
+    from lab.docker.swarm import SwarmBackend
 
     register_backend("local", LocalBackend)
     register_backend("docker", DockerBackend)
+    register_backend("swarm", SwarmBackend)
 
 
 _register_builtin()
