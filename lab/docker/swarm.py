@@ -150,9 +150,7 @@ class SwarmBackend(DockerBackend):
             pass
         mounts = []
         for src, bind in spec.volume_binds().items():
-            mounts.append(
-                Mount(bind["bind"], src, type="bind", read_only=bind["mode"] == "ro")
-            )
+            mounts.append(Mount(bind["bind"], src, type="bind", read_only=bind["mode"] == "ro"))
         try:
             service = self.client.services.create(
                 image=spec.image,
@@ -170,8 +168,7 @@ class SwarmBackend(DockerBackend):
             )
         except docker.errors.APIError as exc:
             raise LabError(
-                f"{spec.name}: cannot create swarm service {name}: Docker: "
-                f"{exc.explanation or exc}"
+                f"{spec.name}: cannot create swarm service {name}: Docker: {exc.explanation or exc}"
             ) from None
         if not self.detach:
             global _HOOK_INSTALLED
@@ -522,4 +519,11 @@ def write_stack(
     return path
 
 
-__all__ = ["STACK_FILE", "SwarmBackend", "current_task", "service_name", "stack_dict", "write_stack"]
+__all__ = [
+    "STACK_FILE",
+    "SwarmBackend",
+    "current_task",
+    "service_name",
+    "stack_dict",
+    "write_stack",
+]
