@@ -329,7 +329,9 @@ class SwarmBackend(DockerBackend):
         """Service removal stops the task containers asynchronously: wait until none is left."""
         label = {"label": f"{LABEL_LAB}={run_id(run_dir)}"}
         deadline = time.monotonic() + timeout
-        while self.client.containers.list(all=True, filters=label):
+        # The low-level list: the high-level one inspects each container and fails on one
+        # that swarm removes in between.
+        while self.client.api.containers(all=True, filters=label):
             if time.monotonic() > deadline:
                 raise LabError(f"swarm backend: containers of {run_dir} still present after down")
             time.sleep(0.2)

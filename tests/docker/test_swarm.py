@@ -71,7 +71,7 @@ def _swarm_state(client: Any) -> str:
 
 def _leftovers(client: Any, run_dir: Path) -> list[str]:
     label = {"label": f"{LABEL_LAB}={run_id(run_dir)}"}
-    names = [c.name for c in client.containers.list(all=True, filters=label)]
+    names = [c["Names"][0] for c in client.api.containers(all=True, filters=label)]
     if _swarm_state(client) == "active":
         names += [s.name for s in client.services.list(filters=label)]
     return names
@@ -265,12 +265,12 @@ def test_stack_file_deploys_with_docker_stack(swarm: Any, images: None, tmp_path
         deadline = time.monotonic() + 60
         for host in (f"127.{NET}.0.11", f"127.{NET}.0.12", ROUTER):
             assert _wait_ok(host, deadline) == 200, host
-        containers = swarm.containers.list(filters=label)
+        containers = swarm.api.containers(filters=label)
         assert len(containers) == 3
-        assert {c.attrs["HostConfig"]["NetworkMode"] for c in containers} == {"host"}
+        assert {c["HostConfig"]["NetworkMode"] for c in containers} == {"host"}
     finally:
         subprocess.run([docker_cli, "stack", "rm", stack], capture_output=True, timeout=60)
         deadline = time.monotonic() + 30
-        while swarm.containers.list(all=True, filters=label) and time.monotonic() < deadline:
+        while swarm.api.containers(all=True, filters=label) and time.monotonic() < deadline:
             time.sleep(0.2)
-    assert swarm.containers.list(all=True, filters=label) == []
+    assert swarm.api.containers(all=True, filters=label) == []
