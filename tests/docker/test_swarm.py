@@ -212,19 +212,22 @@ def test_unplaceable_service_is_reported_and_nothing_is_left(
     swarm: Any, images: None, tmp_path: Path
 ) -> None:
     run_dir = tmp_path / "swarm-noplace"
+    # The router starts last: pbx1 is already a running service when the router cannot be
+    # placed, so the test also shows that what was started is removed again.
     backend = SwarmBackend(
         db="sqlite",
         build=False,
         client=swarm,
-        placement={"pbx1": ["node.labels.siplab.host==nowhere"]},
+        placement={"router": ["node.labels.siplab.host==nowhere"]},
     )
     with pytest.raises(LabError) as info:
         backend.up(Topology(net=NET, pbx_count=1), run_dir)
     message = str(info.value)
-    assert message.startswith("pbx1: swarm service ")
+    assert message.startswith("router: swarm service ")
     assert "constraints: node.labels.siplab.host==nowhere" in message
     assert "Docker: no suitable node (scheduling constraints not satisfied" in message
     assert _leftovers(swarm, run_dir) == []
+    assert (run_dir / "logs" / "pbx1.log").is_file()  # it ran, and its log was kept
 
 
 def _wait_ok(host: str, deadline: float) -> int | None:
