@@ -247,6 +247,12 @@ class SwarmBackend(DockerBackend):
             )
         p = plan(topology, run_dir, db_url=explicit)
         specs = self.services(topology, p, with_db=with_db)  # unsupported kinds fail here
+        unknown = sorted(set(self.placement) - {"*", *(s.name for s in specs)})
+        if unknown:
+            raise LabError(
+                f"placement: unknown node {', '.join(map(repr, unknown))} "
+                f"(nodes: {', '.join(s.name for s in specs)}; '*' = every node)"
+            )
         self._check_swarm()
         for sub in ("logs", "events", "faults"):
             (run_dir / sub).mkdir(parents=True, exist_ok=True)

@@ -114,6 +114,9 @@ def test_place_option_is_checked_before_anything_starts(tmp_path: Path) -> None:
     assert local.returncode != 0
     assert "only the swarm backend places nodes" in local.stderr
     assert not (tmp_path / "lab.json").exists()
+    typo = SwarmBackend(placement={"pbx9": ["node.role==manager"]})
+    with pytest.raises(LabError, match=r"placement: unknown node 'pbx9' \(nodes: pbx1, router;"):
+        typo.up(Topology(net=NET, pbx_count=1), tmp_path / "typo", db_url="sqlite")
 
 
 # -- with an engine -----------------------------------------------------------------------------
