@@ -45,10 +45,10 @@ def _lab(args: argparse.Namespace) -> LabFile:
     return lab
 
 
-def _backend(lab_or_name: LabFile | str) -> Any:
+def _backend(lab_or_name: LabFile | str, **options: Any) -> Any:
     name = lab_or_name if isinstance(lab_or_name, str) else lab_or_name.backend
     try:
-        return get_backend(name, detach=True)
+        return get_backend(name, detach=True, **options)
     except LabError as exc:
         raise _user_error(str(exc)) from None
 
@@ -100,6 +100,21 @@ def _router_overrides(args: argparse.Namespace, router: RouterSpec) -> RouterSpe
         raise _user_error(f"command line: {exc}") from None
 
 
+def _placement(args: argparse.Namespace) -> dict[str, Any]:
+    """``--place NODE=CONSTRAINT`` (swarm only) as the backend's ``placement`` option."""
+    if not args.place:
+        return {}
+    if args.backend != "swarm":
+        raise _user_error(f"--place: only the swarm backend places nodes, not {args.backend!r}")
+    placement: dict[str, list[str]] = {}
+    for item in args.place:
+        node, sep, constraint = item.partition("=")
+        if not sep or not node or not constraint:
+            raise _user_error(f"--place {item!r}: expected NODE=CONSTRAINT (NODE may be '*')")
+        placement.setdefault(node, []).append(constraint)
+    return {"placement": placement}
+
+
 def cmd_up(args: argparse.Namespace) -> int:
     run_dir = Path(args.dir or DEFAULT_RUN_DIR)
     try:
@@ -126,9 +141,8 @@ def cmd_up(args: argparse.Namespace) -> int:
             from lab.docker.asterisk import backend_for
 
             # real Asterisk nodes run only as containers: they imply --backend docker
-            lab = _backend(backend_for(topology, backend or "local")).up(
-                topology, run_dir, db_url=args.db
-            )
+            chosen = backend_for(topology, backend or "local")
+            lab = _backend(chosen, **_placement(args)).up(topology, run_dir, db_url=args.db)
     except LabError as exc:
         raise _user_error(str(exc)) from None
     for node in lab.nodes:
@@ -369,6 +383,13 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         "--backend",
         choices=backend_names(),
         help="local (default) or docker (the default when a PBX node is real Asterisk)",
+    )
+    up.add_argument(
+        "--place",
+        action="append",
+        metavar="NODE=CONSTRAINT",
+        help="swarm placement constraint for NODE ('*': every node), e.g. "
+        "'pbx2=node.labels.siplab.host==b'",
     )
     up.add_argument(
         "--db",

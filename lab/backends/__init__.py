@@ -96,6 +96,14 @@ def get_backend(name: str, **options: Any) -> Backend:
     return factory(**options)
 
 
+def _swarm_backend(**options: Any) -> Backend:
+    # Imported on use: lab.docker.swarm imports this package (LabError), so importing it
+    # first must not come back here for a half-initialised module.
+    from lab.docker.swarm import SwarmBackend
+
+    return SwarmBackend(**options)
+
+
 def _register_builtin() -> None:
     from lab.backends.local import LocalBackend
     from lab.backends.netns import NetnsBackend
@@ -104,6 +112,7 @@ def _register_builtin() -> None:
     register_backend("local", LocalBackend)
     register_backend("docker", DockerBackend)
     register_backend("netns", NetnsBackend)
+    register_backend("swarm", _swarm_backend)
 
 
 _register_builtin()

@@ -36,8 +36,11 @@ def with_pbx_kind(topology: Topology, kind: str) -> Topology:
 
 
 def backend_for(topology: Topology, requested: str) -> str:
-    """``requested``, or ``docker`` when the topology has a real Asterisk node to start."""
-    if any(n.kind == "asterisk" and not n.external for n in topology.pbx_nodes()):
+    """``requested``, or ``docker`` instead of ``local`` when the topology has a real Asterisk
+    node to start (containers only; the swarm backend runs them as services)."""
+    if requested == "local" and any(
+        n.kind == "asterisk" and not n.external for n in topology.pbx_nodes()
+    ):
         return "docker"
     return requested
 
