@@ -25,12 +25,13 @@ import pytest
 
 from lab.engines import SippRun, run_sipp, sipp_binary, uac_call, uac_register
 from lab.labfile import LabFile
+from lab.requires import needs
 from lab.topology import UsersSpec, default_topology
 from router.realtime import connect
 
 pytestmark = [
     pytest.mark.docker,
-    pytest.mark.skipif(sipp_binary() is None, reason="SIPp (Debian sip-tester) is not installed"),
+    needs(sipp_binary() is not None, "SIPp (Debian sip-tester) is not installed"),
 ]
 
 NET = 171

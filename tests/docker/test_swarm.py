@@ -32,9 +32,10 @@ from lab.backends.render import plan
 from lab.docker.backend import run_id
 from lab.docker.compose import LABEL_LAB
 from lab.docker.swarm import STACK_FILE, SwarmBackend, stack_dict, write_stack
+from lab.requires import needs_module
 from lab.topology import Topology
 
-yaml = pytest.importorskip("yaml", reason="PyYAML (test extra) reads stack.yml back")
+yaml = needs_module("yaml", "PyYAML (test extra) reads stack.yml back")
 
 NET = 170
 ROUTER = f"127.{NET}.0.10"

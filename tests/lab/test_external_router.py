@@ -17,6 +17,7 @@ import pytest
 from lab.backends import get_backend
 from lab.engines import SippRun, run_sipp, sipp_binary, uac_call
 from lab.evidence import merge_events
+from lab.requires import needs
 from lab.routers.kamailio import (
     DispatcherDestination,
     KamailioParams,
@@ -31,8 +32,8 @@ EXTERNAL = f"127.{NET}.0.60"
 pytestmark = [
     pytest.mark.kamailio,
     pytest.mark.sipp,
-    pytest.mark.skipif(kamailio_binary() is None, reason="Kamailio not installed"),
-    pytest.mark.skipif(sipp_binary() is None, reason="SIPp not installed"),
+    needs(kamailio_binary() is not None, "Kamailio not installed (Debian package kamailio)"),
+    needs(sipp_binary() is not None, "SIPp not installed (Debian package sip-tester)"),
 ]
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from lab.requires import needs
 from lab.routers.kamailio import KamailioConfigError, kamailio_binary
 from lab.routers.kamailio.capabilities import ALL, detect, missing, router_capabilities
 from lab.routers.kamailio.config import contract_defines, define_args
@@ -30,8 +31,8 @@ ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples" / "kamailio"
 ROUTER = "127.93.0.10"
 
-needs_kamailio = pytest.mark.skipif(
-    kamailio_binary() is None, reason="Kamailio not installed (Debian package kamailio)"
+needs_kamailio = needs(
+    kamailio_binary() is not None, "Kamailio not installed (Debian package kamailio)"
 )
 
 
