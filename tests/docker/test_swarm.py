@@ -55,7 +55,7 @@ STACK_KEYS = {
 
 def _cli(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     proc = subprocess.run(
-        [sys.executable, "-m", "router.cli", *args],
+        [sys.executable, "-m", "lab.cli", *args],
         capture_output=True,
         text=True,
         timeout=300,

@@ -121,7 +121,7 @@ def test_lab_up_with_a_broken_cfg_fails_with_file_and_line_not_a_traceback(
         'net = 93\npbx_count = 1\n[db]\nkind = "sqlite"\n[users]\ncount = 2\n'
         '[router]\nkind = "kamailio"\nconfig = "mine.cfg"\n'
     )
-    cli = [sys.executable, "-m", "router.cli"]
+    cli = [sys.executable, "-m", "lab.cli"]
     done = subprocess.run(
         [*cli, *("lab", "up", "--topology", str(topo), "--dir", str(tmp_path / "run"))],
         capture_output=True,
