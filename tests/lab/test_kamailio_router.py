@@ -684,7 +684,7 @@ def test_http_endpoint_renders_xhttp_jsonrpc_on_its_own_tcp_listener(tmp_path: P
 
 
 def test_kamailio_status_has_the_reference_shape() -> None:
-    from lab.pytest_plugin import kamailio_status
+    from lab.routers.kamailio.status import kamailio_status
 
     answers = {
         "dispatcher.list": {
