@@ -24,12 +24,14 @@ import socket
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from functools import partial
 
 import trio
 
 from router.sip import SipParseError, StreamFramer
 
 from .base import Address, Inbound, Outgoing, SipCore, TransportName
+from .streams import SipStream, StreamListener
 
 log = logging.getLogger("siplab.transport")
 
@@ -107,7 +109,9 @@ class DriverStatistics:
 
 
 class _TcpConnection:
-    def __init__(self, stream: trio.SocketStream, peer: Address, local: Address) -> None:
+    def __init__(
+        self, stream: trio.SocketStream | SipStream, peer: Address, local: Address
+    ) -> None:
         self.stream = stream
         self.peer = peer
         self.local = local
@@ -123,10 +127,13 @@ class SipDriver:
         *,
         udp: list[Address] | None = None,
         tcp: list[Address] | None = None,
+        streams: list[StreamListener] | None = None,
     ) -> None:
         self.core = core
         self._udp_addrs = list(udp or [])
         self._tcp_addrs = list(tcp or [])
+        self._stream_listeners = list(streams or [])
+        """TLS and WebSocket listeners (``streams.py``): same connection table as TCP."""
         self._udp_socks: list[tuple[Address, socket.socket]] = []
         self._tcp_conns: dict[Address, _TcpConnection] = {}
         self._timer_scope: trio.CancelScope | None = None
@@ -134,6 +141,7 @@ class SipDriver:
         self._stats = DriverStatistics()
         self.bound_udp: list[Address] = []
         self.bound_tcp: list[Address] = []
+        self.bound_streams: list[tuple[str, Address]] = []
 
     def statistics(self) -> DriverStatistics:
         s = self._stats
@@ -183,6 +191,11 @@ class SipDriver:
                 bound = listener.socket.getsockname()[:2]
                 self.bound_tcp.append(bound)
                 nursery.start_soon(trio.serve_listeners, self._tcp_accepted, [listener])
+        for spec in self._stream_listeners:
+            for listener in await trio.open_tcp_listeners(spec.address[1], host=spec.address[0]):
+                self.bound_streams.append((spec.proto, listener.socket.getsockname()[:2]))
+                handler = partial(self._stream_accepted, spec)
+                nursery.start_soon(trio.serve_listeners, handler, [listener])
         nursery.start_soon(self._timer_loop)
 
     # -- output ---------------------------------------------------------------------------
@@ -299,6 +312,18 @@ class SipDriver:
         peer = stream.socket.getpeername()[:2]
         local = stream.socket.getsockname()[:2]
         await self._run_connection(_TcpConnection(stream, (peer[0], peer[1]), (local[0], local[1])))
+
+    async def _stream_accepted(self, spec: StreamListener, stream: trio.SocketStream) -> None:
+        peer = stream.socket.getpeername()[:2]
+        local = stream.socket.getsockname()[:2]
+        peer_addr = (peer[0], peer[1])
+        with spec.admit(peer_addr, self._stats.drops) as admitted:
+            if not admitted:
+                await trio.aclose_forcefully(stream)
+                return
+            wrapped = await spec.wrap(stream, peer_addr, self._stats.drops)
+            if wrapped is not None:
+                await self._run_connection(_TcpConnection(wrapped, peer_addr, (local[0], local[1])))
 
     async def _tcp_connect_and_send(self, out: Outgoing) -> None:
         try:
