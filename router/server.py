@@ -43,15 +43,17 @@ async def serve_router(
     task_status: trio.TaskStatus[RunningRouter] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run the router until cancelled; ``task_status.started`` once every socket is bound."""
+    # TLS certificates first: a missing file is a config error before anything starts.
+    streams = stream_listeners(
+        [parse_listen(x) for x in config.router.listen], config.streams, config.source
+    )
     events = EventLog(config.router.events, config.name, raw=config.router.events_raw)
     core = RouterCore(config, events=events, now=trio.current_time())
     driver = SipDriver(
         core,
         udp=config.listen_by_proto("udp"),
         tcp=config.listen_by_proto("tcp"),
-        streams=stream_listeners(
-            [parse_listen(x) for x in config.router.listen], config.streams, config.source
-        ),
+        streams=streams,
     )
     core.attach_transport(driver.statistics)
     tune_gc_for_serving(ROUTER_GC_THRESHOLD)
