@@ -123,6 +123,9 @@ class RouterSpec:
     """The router under test: siplab's reference router or Kamailio (Debian package)."""
     policy: str = "router.policy:request_route"
     """Routing policy of the reference router (``module:function``)."""
+    web: bool = False
+    """Also listen for TLS (5061) and secure WebSocket (8443, RFC 7118) with certificates of a
+    lab CA made in ``<run>/certs`` (``lab/certs.py``): what the lab's web phone connects to."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -87,9 +87,9 @@ def server_ssl_context(cfg: StreamsSection, source: str = "<config>") -> ssl.SSL
             ctx.load_verify_locations(path("ca", cfg.ca))
         except ssl.SSLError as exc:
             raise ConfigError(source, "streams.ca", f"cannot load: {exc.reason}") from None
-    ctx.verify_mode = ssl.CERT_REQUIRED if cfg.require_client_cert else ssl.CERT_OPTIONAL
-    if cfg.ca is None:
-        ctx.verify_mode = ssl.CERT_NONE
+    # Ask for a client certificate only when it is required: a CertificateRequest makes
+    # Chromium cancel a WebSocket handshake (it has no way to pick a certificate there).
+    ctx.verify_mode = ssl.CERT_REQUIRED if cfg.require_client_cert else ssl.CERT_NONE
     return ctx
 
 
