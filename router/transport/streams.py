@@ -247,6 +247,10 @@ class WebSocketStream(SipStream):
             elif isinstance(event, Pong):
                 pass
             elif isinstance(event, CloseConnection):
+                if event.code in (1002, 1007):
+                    # wsproto reports a malformed frame (unmasked, bad opcode, reserved bits,
+                    # bad UTF-8) as a close with 1002/1007; echoing it closes the connection.
+                    self.drops["ws_protocol_error"] += 1
                 await self._send_raw(self.ws.send(event.response()))
                 return self._finish()
         if messages:

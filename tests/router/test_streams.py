@@ -233,7 +233,7 @@ async def test_half_open_websocket_is_pinged_then_closed(
     await _until(lambda: router.driver.statistics().tcp_connections == 1)
     # The phone reads nothing and never answers: like a browser whose network vanished.
     await _until(lambda: router.driver.statistics().drops["ws_keepalive_timeout"] == 1)
-    assert router.driver.statistics().tcp_connections == 0
+    await _until(lambda: router.driver.statistics().tcp_connections == 0)
     ping = await phone.event()
     assert isinstance(ping, Ping)
     await phone.stream.aclose()
@@ -324,3 +324,14 @@ async def test_config_errors_name_the_field(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"router.toml: streams.cert: .*nope.pem: no such file"):
         with trio.fail_after(5):
             await serve_router(cfg)
+
+
+async def test_malformed_websocket_frame_closes_with_1002(router: RunningRouter) -> None:
+    phone = await WsPhone.open(Path("."), secure=False)
+    assert isinstance(await phone.event(), AcceptConnection)
+    # RFC 6455 §5.1: a client MUST mask its frames; the server closes on an unmasked one.
+    await phone.stream.send_all(b"\x81\x05hello")
+    ev = await phone.event()
+    assert isinstance(ev, CloseConnection) and ev.code == 1002
+    await _until(lambda: router.driver.statistics().drops["ws_protocol_error"] == 1)
+    await phone.stream.aclose()
