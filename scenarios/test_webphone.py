@@ -15,20 +15,18 @@ sends it over the phone's own WebSocket. A failed test leaves a screenshot in th
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import os
 import shutil
 import socket
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from lab.backends.render import WSS_PORT
 from lab.pytest_plugin import Lab, LabSpec
+from lab.webphone.__main__ import spki_sha256
 from router.sip import Headers, Request, Response, new_branch, parse_untrusted, serialize
 
 USER = "150"
@@ -50,18 +48,6 @@ def _need(what: str, found: bool) -> None:
     pytest.skip(f"{what} missing (scripts/setup.sh installs it)")
 
 
-def _spki(cert_pem: Path) -> str:
-    """Base64 SHA-256 of the certificate's SubjectPublicKeyInfo, as Chromium's flag wants it."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import serialization
-
-    cert = x509.load_pem_x509_certificate(cert_pem.read_bytes())
-    der = cert.public_key().public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-    return base64.b64encode(hashlib.sha256(der).digest()).decode()
-
-
 @pytest.fixture(scope="module")
 def browser(module_lab: Lab) -> Iterator[Any]:
     _need("chromedriver (Debian chromium-driver)", shutil.which("chromedriver") is not None)
@@ -81,7 +67,7 @@ def browser(module_lab: Lab) -> Iterator[Any]:
         "--disable-background-networking",
         "--disable-extensions",
         "--no-first-run",
-        f"--ignore-certificate-errors-spki-list={_spki(module_lab.run_dir / 'certs' / 'router.pem')}",
+        f"--ignore-certificate-errors-spki-list={spki_sha256(module_lab.run_dir / 'certs' / 'router.pem')}",
     ):
         options.add_argument(flag)
     driver = webdriver.Chrome(options=options, service=Service(shutil.which("chromedriver")))
