@@ -31,7 +31,7 @@ import trio
 from router.sip import SipParseError, StreamFramer
 
 from .base import Address, Inbound, Outgoing, SipCore, TransportName
-from .streams import SipStream, StreamListener
+from .streams import GoneFlows, SipStream, StreamListener
 
 log = logging.getLogger("siplab.transport")
 
@@ -134,6 +134,7 @@ class SipDriver:
         self._tcp_addrs = list(tcp or [])
         self._stream_listeners = list(streams or [])
         """TLS and WebSocket listeners (``streams.py``): same connection table as TCP."""
+        self._gone_flows = GoneFlows()
         self._udp_socks: list[tuple[Address, socket.socket]] = []
         self._tcp_conns: dict[Address, _TcpConnection] = {}
         self._timer_scope: trio.CancelScope | None = None
@@ -251,6 +252,12 @@ class SipDriver:
     def _send_tcp(self, out: Outgoing) -> None:
         conn = self._tcp_conns.get(out.dest)
         if conn is None:
+            if out.dest in self._gone_flows:
+                # A TLS/WebSocket phone's connection is gone: nobody listens at its ephemeral
+                # port (a browser cannot accept connections). RFC 5626 §5.3: the flow failed.
+                self._stats.drops["stream_flow_failed"] += 1
+                self._transport_failed(out.dest, "tcp")
+                return
             if self._nursery is None:
                 self._stats.drops["tcp_not_running"] += 1
                 return
@@ -323,7 +330,11 @@ class SipDriver:
                 return
             wrapped = await spec.wrap(stream, peer_addr, self._stats.drops)
             if wrapped is not None:
-                await self._run_connection(_TcpConnection(wrapped, peer_addr, (local[0], local[1])))
+                try:
+                    conn = _TcpConnection(wrapped, peer_addr, (local[0], local[1]))
+                    await self._run_connection(conn)
+                finally:
+                    self._gone_flows.add(peer_addr)
 
     async def _tcp_connect_and_send(self, out: Outgoing) -> None:
         try:
@@ -346,7 +357,9 @@ class SipDriver:
                 nursery.start_soon(self._tcp_writer, conn)
                 await self._tcp_reader(conn)
                 nursery.cancel_scope.cancel()
-        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+        except* (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+            # except*: the reader and writer run in a nursery, so a reset arrives wrapped in
+            # an ExceptionGroup; a plain except missed it and one RST ended the whole router.
             self._stats.drops["tcp_connection_lost"] += 1
         finally:
             if self._tcp_conns.get(conn.peer) is conn:

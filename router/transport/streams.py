@@ -24,7 +24,9 @@ Limits, each counted in the driver's drops (``transport_drops{reason=...}`` in /
 ``stream_source_limit`` (connections per source IP), ``tls_handshake_failed``,
 ``handshake_timeout``, ``ws_bad_upgrade``, ``ws_message_too_large``, ``ws_protocol_error``,
 ``ws_keepalive_timeout`` (a ping unanswered for a whole interval: the peer went away without a
-FIN, so the half-open connection is closed), ``stream_idle_timeout``.
+FIN, so the half-open connection is closed), ``stream_idle_timeout``, ``stream_flow_failed``
+(a request for a phone whose TLS/WebSocket connection is gone: the router never connects to a
+phone's ephemeral port, it fails the transaction at once, RFC 5626 §5.3).
 """
 
 from __future__ import annotations
@@ -57,6 +59,10 @@ from router.streamconfig import StreamsSection
 from .base import Address
 
 Drops = Counter[str]
+
+
+_LOST = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
+"""What a stream raises when the peer vanished (reset, TLS cut short, closed under us)."""
 
 
 class StreamClosed(Exception):
@@ -166,11 +172,18 @@ class WebSocketStream(SipStream):
         self._parts: list[bytes] = []
         self._size = 0
         self._closed = False
+        self._broken = False
 
     async def _send_raw(self, data: bytes) -> None:
-        if data:
+        if data and not self._broken:
             async with self._send_lock:
-                await self.inner.send_all(data)
+                try:
+                    await self.inner.send_all(data)
+                except _LOST:
+                    # Raising would reach the driver's nursery as an ExceptionGroup; the
+                    # reader sees the end of the connection next and closes it.
+                    self._broken = True
+                    self.drops["stream_connection_lost"] += 1
 
     async def handshake(self) -> None:
         """The RFC 6455 upgrade; RFC 7118 §4.1: the client must offer the ``sip`` subprotocol."""
@@ -200,7 +213,11 @@ class WebSocketStream(SipStream):
         pinged = False
         while True:
             with trio.move_on_after(min(ping_interval, idle)) as scope:
-                chunk = await self.inner.receive_some(65536)
+                try:
+                    chunk = await self.inner.receive_some(65536)
+                except _LOST:
+                    self.drops["stream_connection_lost"] += 1
+                    return self._finish()
             if scope.cancelled_caught:
                 silent += min(ping_interval, idle)
                 if pinged:
@@ -214,7 +231,7 @@ class WebSocketStream(SipStream):
                 pinged = True
                 await self._send_raw(self.ws.send(Ping(b"siplab")))
                 continue
-            if not chunk:
+            if not chunk or self._broken:
                 return self._finish()
             silent, pinged = 0.0, False
             try:
@@ -300,18 +317,44 @@ class IdleStream(SipStream):
 
     async def receive_some(self, max_bytes: int | None = None) -> bytes:
         with trio.move_on_after(self.idle):
-            return bytes(await self.inner.receive_some(max_bytes))
+            try:
+                return bytes(await self.inner.receive_some(max_bytes))
+            except _LOST:
+                # A reset or a TLS record cut short: the end of this connection, not an error
+                # to raise into the driver's nursery (where it would be an ExceptionGroup).
+                self.drops["stream_connection_lost"] += 1
+                return b""
         self.drops["stream_idle_timeout"] += 1
         return b""
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
-        await self.inner.send_all(data)
+        try:
+            await self.inner.send_all(data)
+        except _LOST:
+            self.drops["stream_connection_lost"] += 1
 
     async def wait_send_all_might_not_block(self) -> None:
         await self.inner.wait_send_all_might_not_block()
 
     async def aclose(self) -> None:
         await self.inner.aclose()
+
+
+class GoneFlows:
+    """Peers of closed TLS/WebSocket connections (bounded: the oldest are forgotten)."""
+
+    def __init__(self, size: int = 65536) -> None:
+        self.size = size
+        self._peers: dict[Address, None] = {}
+
+    def add(self, peer: Address) -> None:
+        self._peers.pop(peer, None)
+        self._peers[peer] = None
+        if len(self._peers) > self.size:
+            del self._peers[next(iter(self._peers))]
+
+    def __contains__(self, peer: object) -> bool:
+        return peer in self._peers
 
 
 @dataclass

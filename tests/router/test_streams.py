@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import socket
 import ssl
+import struct
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -64,6 +65,7 @@ def _config(tmp: Path, **streams: Any) -> Any:
             "router": {
                 "listen": [
                     f"udp:{IP}:{UDP}",
+                    f"tcp:{IP}:{UDP}",
                     f"tls:{IP}:{TLS}",
                     f"ws:{IP}:{WS}",
                     f"wss:{IP}:{WSS}",
@@ -201,6 +203,52 @@ async def test_wss_phone_registers_with_digest_and_a_pbx_call_reaches_it(
     await phone.stream.aclose()
 
 
+async def _register_over_wss(tmp: Path, passwords: dict[str, str]) -> WsPhone:
+    phone = await WsPhone.open(tmp)
+    assert isinstance(await phone.event(), AcceptConnection)
+    await phone.send(_register("r1", 1))
+    challenge = await phone.sip()
+    creds = answer_challenge(
+        parse_challenge(challenge.headers.get("WWW-Authenticate") or ""),
+        "REGISTER",
+        "sip:example.com",
+        "101",
+        passwords["101"],
+    )
+    await phone.send(_register("r2", 2, f"Authorization: {creds}\r\n"))
+    assert (await phone.sip()).status == 200
+    return phone
+
+
+def _pbx_invite(call_id: str) -> bytes:
+    return (
+        f"INVITE sip:101@{IP}:{UDP} SIP/2.0\r\n"
+        f"Via: SIP/2.0/UDP {PBX[0]}:{PBX[1]};branch=z9hG4bK{call_id};rport\r\n"
+        f"Max-Forwards: 70\r\nFrom: <sip:600@{PBX[0]}>;tag=p1\r\nTo: <sip:101@example.com>\r\n"
+        f"Call-ID: {call_id}\r\nCSeq: 1 INVITE\r\nContact: <sip:600@{PBX[0]}:{PBX[1]}>\r\n"
+        "Content-Length: 0\r\n\r\n"
+    ).encode()
+
+
+async def test_call_to_a_phone_whose_websocket_is_gone_fails_at_once(
+    router: RunningRouter, tmp_path: Path, passwords: dict[str, str]
+) -> None:
+    phone = await _register_over_wss(tmp_path, passwords)
+    # The browser tab closes without a WebSocket close; the binding stays (it has not expired).
+    await trio.aclose_forcefully(phone.stream)
+    await _until(lambda: router.driver.statistics().tcp_connections == 0)
+    with trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as pbx:
+        await pbx.bind(PBX)
+        await pbx.sendto(_pbx_invite("gone1"), (IP, UDP))
+        final = None
+        with trio.fail_after(5):  # Timer B would be 32 s: the flow failure answers at once
+            while final is None or final.status < 200:
+                final = parse_untrusted((await pbx.recvfrom(65535))[0])
+    assert isinstance(final, Response) and final.status >= 400, final
+    assert router.driver.statistics().drops["stream_flow_failed"] == 1
+    assert router.driver.statistics().drops["tcp_connect_failed"] == 0
+
+
 async def test_websocket_without_sip_subprotocol_is_refused_and_counted(
     router: RunningRouter, tmp_path: Path
 ) -> None:
@@ -335,3 +383,19 @@ async def test_malformed_websocket_frame_closes_with_1002(router: RunningRouter)
     assert isinstance(ev, CloseConnection) and ev.code == 1002
     await _until(lambda: router.driver.statistics().drops["ws_protocol_error"] == 1)
     await phone.stream.aclose()
+
+
+async def test_connections_reset_mid_message_leave_the_router_serving(
+    router: RunningRouter, tmp_path: Path
+) -> None:
+    linger0 = struct.pack("ii", 1, 0)  # close() then sends RST instead of FIN
+    tcp = await trio.open_tcp_stream(IP, UDP)
+    tls = await trio.open_ssl_over_tcp_stream(IP, TLS, ssl_context=_client_ctx(tmp_path))
+    for stream, sock in ((tcp, tcp.socket), (tls, tls.transport_stream.socket)):  # type: ignore[attr-defined]
+        await stream.send_all(b"OPTIONS sip:x SIP/2.0\r\n")  # half a message
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger0)
+        await trio.aclose_forcefully(stream)
+    drops = router.driver.statistics().drops
+    await _until(lambda: drops["tcp_connection_lost"] + drops["stream_connection_lost"] >= 2)
+    reply = await _tls_options(_client_ctx(tmp_path))
+    assert isinstance(reply, Response) and reply.status == 200
