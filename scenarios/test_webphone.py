@@ -27,7 +27,15 @@ import pytest
 from lab.backends.render import WSS_PORT
 from lab.pytest_plugin import Lab, LabSpec
 from lab.webphone.__main__ import spki_sha256
-from router.sip import Headers, Request, Response, new_branch, parse_untrusted, serialize
+from router.sip import (
+    Headers,
+    Request,
+    Response,
+    new_branch,
+    parse_contact_list,
+    parse_untrusted,
+    serialize,
+)
 
 USER = "150"
 pytestmark = pytest.mark.browser
@@ -189,25 +197,25 @@ def test_browser_registers_calls_600_and_receives_a_call_from_a_pbx(
         # The caller ends the call: ACK and BYE follow the Record-Route set to the browser.
         for method, cseq in (("ACK", 1), ("BYE", 2)):
             sock.sendto(
-                serialize(_in_dialog(invite, final, method, cseq)), lab.entry(relayed=False)
+                serialize(_in_dialog(invite, final, method, cseq, sock.getsockname()[:2])),
+                lab.entry(relayed=False),
             )
         _until(lab, browser, lambda: "terminated: incoming" in _events(browser), "BYE")
 
 
-def _in_dialog(invite: Request, final: Response, method: str, cseq: int) -> Request:
-    """ACK or BYE of the caller (RFC 3261 §12.2.1.1): route set = Record-Route reversed."""
-    routes = list(reversed(final.headers.values("record-route")))
-    contact = (final.headers.get("contact") or "").strip()
-    target = contact[contact.find("<") + 1 : contact.find(">")] if "<" in contact else contact
-    via = invite.headers.values("via")[0]
-    branch = via.split("branch=")[1].split(";")[0]
+def _in_dialog(
+    invite: Request, final: Response, method: str, cseq: int, local: tuple[str, int]
+) -> Request:
+    """ACK or BYE of the caller (RFC 3261 §12.2.1.1): to the remote target, with the route set
+    = Record-Route reversed; both are new transactions (an ACK for 2xx too, §13.2.2.4)."""
+    (contact,) = parse_contact_list(final.headers.get("contact") or "")
     headers = [
-        ("Via", via.replace(branch, new_branch()) if method == "BYE" else via),
-        *[("Route", r) for r in routes],
+        ("Via", f"SIP/2.0/UDP {local[0]}:{local[1]};branch={new_branch()};rport"),
+        *[("Route", r) for r in reversed(final.headers.values("record-route"))],
         ("Max-Forwards", "70"),
         ("From", invite.headers.get("from") or ""),
         ("To", final.headers.get("to") or ""),
         ("Call-ID", invite.call_id),
         ("CSeq", f"{cseq} {method}"),
     ]
-    return Request(method, target, Headers(headers))
+    return Request(method, str(contact.uri), Headers(headers))

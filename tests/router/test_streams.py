@@ -21,9 +21,9 @@ from wsproto.events import (
     CloseConnection,
     Ping,
     RejectConnection,
-    Request,
     TextMessage,
 )
+from wsproto.events import Request as WsRequest
 
 from lab.certs import LabCa, lab_certificates
 from router.config import router_config_from_dict
@@ -31,11 +31,14 @@ from router.configfile import ConfigError
 from router.realtime import connect
 from router.server import RunningRouter, serve_router
 from router.sip import (
+    Headers,
+    Request,
     Response,
     StreamFramer,
     answer_challenge,
     parse_challenge,
     parse_untrusted,
+    serialize,
 )
 
 IP = "127.240.0.10"
@@ -125,7 +128,7 @@ class WsPhone:
             stream = await trio.open_tcp_stream(IP, WS)
         phone = cls(stream)
         await stream.send_all(
-            phone.ws.send(Request(host=IP, target="/", subprotocols=list(subprotocols)))
+            phone.ws.send(WsRequest(host=IP, target="/", subprotocols=list(subprotocols)))
         )
         return phone
 
@@ -150,16 +153,25 @@ class WsPhone:
         await self.stream.send_all(self.ws.send(TextMessage(text)))
 
 
+def _request(method: str, uri: str, *headers: tuple[str, str]) -> Request:
+    return Request(method, uri, Headers([("Max-Forwards", "70"), *headers]))
+
+
 def _register(branch: str, cseq: int, auth: str = "") -> str:
-    # No Content-Length: allowed over WebSocket (RFC 7118 §5.1 frames the message).
-    return (
-        "REGISTER sip:example.com SIP/2.0\r\n"
-        f"Via: SIP/2.0/WSS df7jal23ls0d.invalid;branch=z9hG4bK{branch}\r\n"
-        "Max-Forwards: 70\r\nFrom: <sip:101@example.com>;tag=w1\r\nTo: <sip:101@example.com>\r\n"
-        f"Call-ID: ws-reg-1\r\nCSeq: {cseq} REGISTER\r\n"
-        "Contact: <sip:k3l2@df7jal23ls0d.invalid;transport=ws>;expires=600\r\n"
-        f"{auth}\r\n"
+    """A browser's REGISTER; its Content-Length is left out (RFC 7118 §5.1: the WebSocket
+    message frames it), the one deliberate edit of serialized bytes in this module."""
+    req = _request(
+        "REGISTER",
+        "sip:example.com",
+        ("Via", f"SIP/2.0/WSS df7jal23ls0d.invalid;branch=z9hG4bK{branch}"),
+        ("From", "<sip:101@example.com>;tag=w1"),
+        ("To", "<sip:101@example.com>"),
+        ("Call-ID", "ws-reg-1"),
+        ("CSeq", f"{cseq} REGISTER"),
+        ("Contact", "<sip:k3l2@df7jal23ls0d.invalid;transport=ws>;expires=600"),
+        *([("Authorization", auth)] if auth else []),
     )
+    return serialize(req).replace(b"Content-Length: 0\r\n", b"").decode()
 
 
 async def test_wss_phone_registers_with_digest_and_a_pbx_call_reaches_it(
@@ -179,7 +191,7 @@ async def test_wss_phone_registers_with_digest_and_a_pbx_call_reaches_it(
         "101",
         pw,
     )
-    await phone.send(_register("r2", 2, f"Authorization: {creds}\r\n"))
+    await phone.send(_register("r2", 2, str(creds)))
     ok = await phone.sip()
     assert isinstance(ok, Response) and ok.status == 200, ok
 
@@ -187,14 +199,7 @@ async def test_wss_phone_registers_with_digest_and_a_pbx_call_reaches_it(
     # INVITE over the phone's own WebSocket, with its own Via saying WSS.
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as pbx:
         pbx.bind(PBX)
-        invite = (
-            f"INVITE sip:101@{IP}:{UDP} SIP/2.0\r\n"
-            f"Via: SIP/2.0/UDP {PBX[0]}:{PBX[1]};branch=z9hG4bKpbx1;rport\r\n"
-            f"Max-Forwards: 70\r\nFrom: <sip:600@{PBX[0]}>;tag=p1\r\nTo: <sip:101@example.com>\r\n"
-            f"Call-ID: pbx-call-1\r\nCSeq: 1 INVITE\r\nContact: <sip:600@{PBX[0]}:{PBX[1]}>\r\n"
-            "Content-Length: 0\r\n\r\n"
-        )
-        pbx.sendto(invite.encode(), (IP, UDP))
+        pbx.sendto(_pbx_invite("pbx1"), (IP, UDP))
         with trio.fail_after(5):
             got = await phone.sip()
         assert got.method == "INVITE"
@@ -215,19 +220,25 @@ async def _register_over_wss(tmp: Path, passwords: dict[str, str]) -> WsPhone:
         "101",
         passwords["101"],
     )
-    await phone.send(_register("r2", 2, f"Authorization: {creds}\r\n"))
+    await phone.send(_register("r2", 2, str(creds)))
     assert (await phone.sip()).status == 200
     return phone
 
 
 def _pbx_invite(call_id: str) -> bytes:
-    return (
-        f"INVITE sip:101@{IP}:{UDP} SIP/2.0\r\n"
-        f"Via: SIP/2.0/UDP {PBX[0]}:{PBX[1]};branch=z9hG4bK{call_id};rport\r\n"
-        f"Max-Forwards: 70\r\nFrom: <sip:600@{PBX[0]}>;tag=p1\r\nTo: <sip:101@example.com>\r\n"
-        f"Call-ID: {call_id}\r\nCSeq: 1 INVITE\r\nContact: <sip:600@{PBX[0]}:{PBX[1]}>\r\n"
-        "Content-Length: 0\r\n\r\n"
-    ).encode()
+    """Dial(PJSIP/101) on the PBX node: an INVITE for the AOR to the router."""
+    return serialize(
+        _request(
+            "INVITE",
+            f"sip:101@{IP}:{UDP}",
+            ("Via", f"SIP/2.0/UDP {PBX[0]}:{PBX[1]};branch=z9hG4bK{call_id};rport"),
+            ("From", f"<sip:600@{PBX[0]}>;tag=p1"),
+            ("To", "<sip:101@example.com>"),
+            ("Call-ID", call_id),
+            ("CSeq", "1 INVITE"),
+            ("Contact", f"<sip:600@{PBX[0]}:{PBX[1]}>"),
+        )
+    )
 
 
 async def test_call_to_a_phone_whose_websocket_is_gone_fails_at_once(
@@ -265,7 +276,8 @@ async def test_oversized_websocket_message_closes_with_1009(
 ) -> None:
     phone = await WsPhone.open(tmp_path)
     assert isinstance(await phone.event(), AcceptConnection)
-    await phone.send("OPTIONS sip:x SIP/2.0\r\n" + "X-Pad: " + "a" * 2000 + "\r\n\r\n")
+    big = _request("OPTIONS", f"sip:{IP}", ("X-Pad", "a" * 2000))
+    await phone.send(serialize(big).decode())
     ev = await phone.sip()
     assert isinstance(ev, CloseConnection) and ev.code == 1009
     await phone.stream.aclose()
@@ -306,11 +318,17 @@ async def test_handshake_timeout_and_per_source_cap(router: RunningRouter) -> No
 
 
 def _options(via: str) -> bytes:
-    return (
-        f"OPTIONS sip:{IP} SIP/2.0\r\nVia: SIP/2.0/TLS {via};branch=z9hG4bKtls1\r\n"
-        "Max-Forwards: 70\r\nFrom: <sip:probe@example.com>;tag=t1\r\n"
-        f"To: <sip:{IP}>\r\nCall-ID: tls-1\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
-    ).encode()
+    return serialize(
+        _request(
+            "OPTIONS",
+            f"sip:{IP}",
+            ("Via", f"SIP/2.0/TLS {via};branch=z9hG4bKtls1"),
+            ("From", "<sip:probe@example.com>;tag=t1"),
+            ("To", f"<sip:{IP}>"),
+            ("Call-ID", "tls-1"),
+            ("CSeq", "1 OPTIONS"),
+        )
+    )
 
 
 async def _until(predicate: Callable[[], bool]) -> None:
