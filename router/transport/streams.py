@@ -191,8 +191,17 @@ class WebSocketStream(SipStream):
             chunk = await self.inner.receive_some(16384)
             if not chunk:
                 raise StreamClosed
-            self.ws.receive_data(bytes(chunk))
-            for event in self.ws.events():
+            try:
+                self.ws.receive_data(bytes(chunk))
+                events = list(self.ws.events())
+            except RemoteProtocolError as exc:
+                # Not an Upgrade (a browser opening https://router:8443/ to accept the lab
+                # certificate, a scanner): answer wsproto's suggested HTTP error, then close.
+                self.drops["ws_bad_upgrade"] += 1
+                if isinstance(exc.event_hint, RejectConnection):
+                    await self._send_raw(self.ws.send(exc.event_hint))
+                raise StreamClosed from None
+            for event in events:
                 if isinstance(event, Request):
                     if "sip" not in event.subprotocols:
                         self.drops["ws_bad_upgrade"] += 1

@@ -268,6 +268,12 @@ async def test_websocket_without_sip_subprotocol_is_refused_and_counted(
     assert isinstance(ev, RejectConnection) and ev.status_code == 400
     await phone.stream.aclose()
     assert router.driver.statistics().drops["ws_bad_upgrade"] == 1
+    # A plain GET (a browser opening the address to accept the certificate) gets HTTP 400.
+    async with await trio.open_tcp_stream(IP, WS) as s:
+        await s.send_all(b"GET / HTTP/1.1\r\nHost: router\r\n\r\n")
+        with trio.fail_after(5):
+            assert (await s.receive_some(100)).startswith(b"HTTP/1.1 400")
+    assert router.driver.statistics().drops["ws_bad_upgrade"] == 2
 
 
 @pytest.mark.parametrize("router", [{"max_message_size": 1024}], indirect=True)
