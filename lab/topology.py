@@ -186,6 +186,10 @@ class RouterSpec:
                     f"unknown capability {name!r} ({', '.join(ROUTER_CAPABILITIES)})",
                 )
 
+    web: bool = False
+    """Also listen for TLS (5061) and secure WebSocket (8443, RFC 7118) with certificates of a
+    lab CA made in ``<run>/certs`` (``lab/certs.py``): what the lab's web phone connects to."""
+
 
 @dataclass(frozen=True, slots=True)
 class PbxSpec:

@@ -38,16 +38,21 @@ from pathlib import Path
 from typing import Any
 
 from router.configfile import ConfigError, FieldError, load_file, load_section
+from router.streamconfig import StreamsSection
+
+PROTOCOLS = ("udp", "tcp", "tls", "ws", "wss")
+"""Listen protocols: RFC 3261 UDP/TCP/TLS and RFC 7118 WebSocket (``ws``) / secure (``wss``)."""
 
 
 def parse_listen(text: str) -> tuple[str, str, int]:
     """``"udp:127.0.0.10:5060"`` -> ("udp", "127.0.0.10", 5060); IPv6 as ``udp:[::1]:5060``."""
     proto, sep, rest = text.partition(":")
-    if not sep or proto not in ("udp", "tcp"):
-        raise ValueError(f"{text!r}: expected udp:IP:PORT or tcp:IP:PORT")
+    expected = f"{text!r}: expected PROTO:IP:PORT with PROTO one of {', '.join(PROTOCOLS)}"
+    if not sep or proto not in PROTOCOLS:
+        raise ValueError(expected)
     host, sep, port_text = rest.rpartition(":")
     if not sep or not host or not port_text.isdigit() or not 0 < int(port_text) < 65536:
-        raise ValueError(f"{text!r}: expected udp:IP:PORT or tcp:IP:PORT")
+        raise ValueError(expected)
     return proto, host.strip("[]"), int(port_text)
 
 
@@ -155,7 +160,14 @@ class RouterConfig:
     dispatcher: DispatcherSection = field(default_factory=DispatcherSection)
     registrar: dict[str, Any] = field(default_factory=dict)
     """Router part 2 settings (registrar, auth, forwarding); validated by that feature."""
+    streams: StreamsSection = field(default_factory=StreamsSection)
+    """TLS and WebSocket listeners (``router/streamconfig.py``)."""
     source: str = "<config>"
+
+    def __post_init__(self) -> None:
+        secure = [x for x in self.router.listen if x.startswith(("tls:", "wss:"))]
+        if secure and self.streams.cert is None:
+            raise FieldError("streams.cert", f"{secure[0]} needs a certificate and key")
 
     # -- convenience ----------------------------------------------------------------------
 
@@ -245,9 +257,13 @@ class RouterConfig:
 
 def load_router_config(path: str | Path) -> RouterConfig:
     cfg = load_file(path, RouterConfig)
-    return RouterConfig(cfg.router, cfg.timers, cfg.dispatcher, cfg.registrar, source=str(path))
+    return RouterConfig(
+        cfg.router, cfg.timers, cfg.dispatcher, cfg.registrar, cfg.streams, source=str(path)
+    )
 
 
 def router_config_from_dict(data: dict[str, Any], *, source: str = "<config>") -> RouterConfig:
     cfg = load_section(data, RouterConfig, file=source)
-    return RouterConfig(cfg.router, cfg.timers, cfg.dispatcher, cfg.registrar, source=source)
+    return RouterConfig(
+        cfg.router, cfg.timers, cfg.dispatcher, cfg.registrar, cfg.streams, source=source
+    )

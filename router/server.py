@@ -18,11 +18,12 @@ from pathlib import Path
 import trio
 
 from router.app import RouterCore
-from router.config import RouterConfig, load_router_config
+from router.config import RouterConfig, load_router_config, parse_listen
 from router.configfile import ConfigError
 from router.observe import EventLog
 from router.transport.driver import ROUTER_GC_THRESHOLD, SipDriver, tune_gc_for_serving
 from router.transport.http import json_route, serve_http
+from router.transport.streams import stream_listeners
 
 
 @dataclass
@@ -42,9 +43,18 @@ async def serve_router(
     task_status: trio.TaskStatus[RunningRouter] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run the router until cancelled; ``task_status.started`` once every socket is bound."""
+    # TLS certificates first: a missing file is a config error before anything starts.
+    streams = stream_listeners(
+        [parse_listen(x) for x in config.router.listen], config.streams, config.source
+    )
     events = EventLog(config.router.events, config.name, raw=config.router.events_raw)
     core = RouterCore(config, events=events, now=trio.current_time())
-    driver = SipDriver(core, udp=config.listen_by_proto("udp"), tcp=config.listen_by_proto("tcp"))
+    driver = SipDriver(
+        core,
+        udp=config.listen_by_proto("udp"),
+        tcp=config.listen_by_proto("tcp"),
+        streams=streams,
+    )
     core.attach_transport(driver.statistics)
     tune_gc_for_serving(ROUTER_GC_THRESHOLD)
     try:
@@ -96,6 +106,7 @@ async def _main(config: RouterConfig) -> None:
         addrs = ", ".join(
             [f"udp:{h}:{p}" for h, p in running.driver.bound_udp]
             + [f"tcp:{h}:{p}" for h, p in running.driver.bound_tcp]
+            + [f"{proto}:{h}:{p}" for proto, (h, p) in running.driver.bound_streams]
         )
         print(f"siplab router {config.name}: listening on {addrs}", flush=True)
         if running.http:

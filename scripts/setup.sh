@@ -14,12 +14,17 @@ APT_PACKAGES=(
   postgresql            # the shared realtime DB backend (tests start their own cluster)
   tshark                # reads the lab's pcap files (and can capture on lo)
   tcpdump               # the lab's packet capture on lo (lab/capture.py: -U --immediate-mode)
-  chromium              # renders the capacity report in the report tests
+  chromium              # renders the capacity report in the report tests; runs the web phone
+  chromium-driver       # Selenium drives the web phone in headless Chromium (scenarios/test_webphone.py)
   docker.io             # the docker backend of the lab (tests marked docker)
   debootstrap           # builds a local base image where no image registry answers
   nftables              # netns mode (lab/netns.py): link loss on kernels without netem
   sqlite3 iproute2 procps psmisc curl ca-certificates
 )
+# npm installs the web phone's SIP.js (lab/webphone/package-lock.json). Debian's nodejs + npm only
+# where no Node.js with npm is there already (a machine may carry another build of Node.js,
+# which Debian's npm would try to replace).
+command -v npm >/dev/null 2>&1 || APT_PACKAGES+=(nodejs npm)
 
 need=()
 for p in "${APT_PACKAGES[@]}"; do
@@ -44,6 +49,14 @@ if ! $PY -c "import router, trio, pytest_trio, hypothesis, pandas, matplotlib" >
   echo "setup: installing siplab and its Python dependencies"
   $PY -m pip install -q --disable-pip-version-check -e '.[test,reports,docker,attack]'
   touch .siplab-installed
+fi
+
+# The lab's web phone: SIP.js from the npm registry, pinned by package-lock.json, into the
+# git-ignored lab/webphone/node_modules.
+if [ ! -f lab/webphone/node_modules/sip.js/lib/index.js ] \
+   || [ lab/webphone/package-lock.json -nt lab/webphone/node_modules ]; then
+  echo "setup: installing the web phone's SIP.js (npm ci)"
+  (cd lab/webphone && npm ci --no-audit --no-fund --silent)
 fi
 
 # Docker engine for the lab's docker backend (tests marked `docker`). Best effort for users:

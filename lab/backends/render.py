@@ -206,6 +206,10 @@ def provision(topology: Topology, p: Plan) -> int:
     return len(users)
 
 
+TLS_PORT, WSS_PORT = 5061, 8443
+"""Where a lab router with ``router.web = true`` takes TLS and secure WebSocket connections."""
+
+
 def router_config(topology: Topology, p: Plan) -> dict[str, Any]:
     """The router TOML table (``router/config.py`` format)."""
     scale = topology.timers.time_scale
@@ -245,6 +249,11 @@ def router_config(topology: Topology, p: Plan) -> dict[str, Any]:
         },
         "dispatcher": dispatcher,
     }
+    if topology.router.web:
+        # Certificates are made by write_configs, next to router.toml (relative paths).
+        data["router"]["listen"] += [f"tls:{host}:{TLS_PORT}", f"wss:{host}:{WSS_PORT}"]
+        data["streams"] = {"cert": "certs/router.pem", "key": "certs/router.key"}
+        data["streams"]["ca"] = "certs/ca.pem"
     if registrar_available():
         data["registrar"] = {
             "enabled": True,
@@ -274,6 +283,11 @@ def kamailio_argv(topology: Topology, p: Plan) -> list[str]:
 
     if kamailio_binary() is None and not topology.router.version:
         raise LabError("router kind 'kamailio' needs Kamailio (Debian package kamailio)")
+    if topology.router.web:
+        raise LabError(
+            "router.web: TLS/WebSocket listeners exist for the reference router only "
+            "(Kamailio's websocket/tls cfg fragment is not built yet)"
+        )
     try:
         params = router_params_from_dict(router_config(topology, p), source="lab topology")
         return kamailio_router_argv(params, p.run_dir / "kamailio", topology.router)
@@ -325,6 +339,10 @@ def write_configs(topology: Topology, p: Plan) -> None:
     """Write topology.toml, router.toml, <pbx>.toml and fault-<link>.toml into the run folder."""
     p.run_dir.mkdir(parents=True, exist_ok=True)
     (p.run_dir / "topology.toml").write_text(dump_toml(topology.to_dict()), encoding="utf-8")
+    if topology.router.web:
+        from lab.certs import lab_certificates
+
+        lab_certificates(p.run_dir, {"router": [p.router.host]})
     if p.router.config is not None:  # None: an external router (no config of ours)
         p.router.config.write_text(dump_toml(router_config(topology, p)), encoding="utf-8")
     for node in p.pbx:

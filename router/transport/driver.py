@@ -25,12 +25,14 @@ import struct
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from functools import partial
 
 import trio
 
 from router.sip import SipParseError, StreamFramer
 
 from .base import Address, Inbound, Outgoing, SipCore, TransportName
+from .streams import GoneFlows, SipStream, StreamListener
 
 log = logging.getLogger("siplab.transport")
 
@@ -120,7 +122,9 @@ class DriverStatistics:
 
 
 class _TcpConnection:
-    def __init__(self, stream: trio.SocketStream, peer: Address, local: Address) -> None:
+    def __init__(
+        self, stream: trio.SocketStream | SipStream, peer: Address, local: Address
+    ) -> None:
         self.stream = stream
         self.peer = peer
         self.local = local
@@ -136,10 +140,14 @@ class SipDriver:
         *,
         udp: list[Address] | None = None,
         tcp: list[Address] | None = None,
+        streams: list[StreamListener] | None = None,
     ) -> None:
         self.core = core
         self._udp_addrs = list(udp or [])
         self._tcp_addrs = list(tcp or [])
+        self._stream_listeners = list(streams or [])
+        """TLS and WebSocket listeners (``streams.py``): same connection table as TCP."""
+        self._gone_flows = GoneFlows()
         self._udp_socks: list[tuple[Address, socket.socket]] = []
         self._tcp_conns: dict[Address, _TcpConnection] = {}
         self._timer_scope: trio.CancelScope | None = None
@@ -150,6 +158,7 @@ class SipDriver:
         self._overload = 0.0
         self.bound_udp: list[Address] = []
         self.bound_tcp: list[Address] = []
+        self.bound_streams: list[tuple[str, Address]] = []
 
     def statistics(self) -> DriverStatistics:
         s = self._stats
@@ -199,6 +208,11 @@ class SipDriver:
                 bound = listener.socket.getsockname()[:2]
                 self.bound_tcp.append(bound)
                 nursery.start_soon(trio.serve_listeners, self._tcp_accepted, [listener])
+        for spec in self._stream_listeners:
+            for listener in await trio.open_tcp_listeners(spec.address[1], host=spec.address[0]):
+                self.bound_streams.append((spec.proto, listener.socket.getsockname()[:2]))
+                handler = partial(self._stream_accepted, spec)
+                nursery.start_soon(trio.serve_listeners, handler, [listener])
         nursery.start_soon(self._timer_loop)
 
     # -- output ---------------------------------------------------------------------------
@@ -254,6 +268,12 @@ class SipDriver:
     def _send_tcp(self, out: Outgoing) -> None:
         conn = self._tcp_conns.get(out.dest)
         if conn is None:
+            if out.dest in self._gone_flows:
+                # A TLS/WebSocket phone's connection is gone: nobody listens at its ephemeral
+                # port (a browser cannot accept connections). RFC 5626 §5.3: the flow failed.
+                self._stats.drops["stream_flow_failed"] += 1
+                self._transport_failed(out.dest, "tcp")
+                return
             if self._nursery is None:
                 self._stats.drops["tcp_not_running"] += 1
                 return
@@ -370,6 +390,22 @@ class SipDriver:
         local = stream.socket.getsockname()[:2]
         await self._run_connection(_TcpConnection(stream, (peer[0], peer[1]), (local[0], local[1])))
 
+    async def _stream_accepted(self, spec: StreamListener, stream: trio.SocketStream) -> None:
+        peer = stream.socket.getpeername()[:2]
+        local = stream.socket.getsockname()[:2]
+        peer_addr = (peer[0], peer[1])
+        with spec.admit(peer_addr, self._stats.drops) as admitted:
+            if not admitted:
+                await trio.aclose_forcefully(stream)
+                return
+            wrapped = await spec.wrap(stream, peer_addr, self._stats.drops)
+            if wrapped is not None:
+                try:
+                    conn = _TcpConnection(wrapped, peer_addr, (local[0], local[1]))
+                    await self._run_connection(conn)
+                finally:
+                    self._gone_flows.add(peer_addr)
+
     async def _tcp_connect_and_send(self, out: Outgoing) -> None:
         try:
             stream = await trio.open_tcp_stream(out.dest[0], out.dest[1])
@@ -391,7 +427,9 @@ class SipDriver:
                 nursery.start_soon(self._tcp_writer, conn)
                 await self._tcp_reader(conn)
                 nursery.cancel_scope.cancel()
-        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+        except* (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+            # except*: the reader and writer run in a nursery, so a reset arrives wrapped in
+            # an ExceptionGroup; a plain except missed it and one RST ended the whole router.
             self._stats.drops["tcp_connection_lost"] += 1
         finally:
             if self._tcp_conns.get(conn.peer) is conn:
