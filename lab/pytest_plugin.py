@@ -101,7 +101,15 @@ def _options_topology(config: pytest.Config, spec: LabSpec, net: int) -> Topolog
         else:
             faults = [x for x in opt("--lab-faults").split(",") if x]
         if "router" not in data or "kind" not in data.get("router", {}):
-            topology = replace(topology, router=_router_spec(config))
+            # --router / --router-config choose the router; the module's other [router] fields
+            # (its event log, web listeners, policy) stay.
+            chosen = _router_spec(config)
+            topology = replace(
+                topology,
+                router=replace(
+                    topology.router, kind=chosen.kind, version=chosen.version, config=chosen.config
+                ),
+            )
         if "time_scale" not in data.get("timers", {}):
             topology = replace(
                 topology, timers=replace(topology.timers, time_scale=opt("--time-scale"))
