@@ -140,6 +140,7 @@ async def test_attacks_svmap_finds_the_router(lab: Lab) -> None:
 
 @needs_sipvicious
 @pytest.mark.kamailio
+@pytest.mark.router_needs("auth")
 async def test_attacks_svwar_enumerates_no_extension(lab: Lab) -> None:
     """Action: ``svwar`` (REGISTER method) tries extensions 100-109, which exist, and
     9000-9009, which do not.
@@ -175,6 +176,7 @@ async def test_attacks_svwar_enumerates_no_extension(lab: Lab) -> None:
 
 @needs_sipvicious
 @pytest.mark.kamailio
+@pytest.mark.router_needs("auth")
 async def test_attacks_svcrack_is_blocked_after_max_failures(lab: Lab) -> None:
     """Action: ``svcrack`` guesses user 140's password from one address with a dictionary of
     ``max_failures_per_source + 4`` wrong words followed by the real password.

@@ -152,6 +152,7 @@ async def register_on_the_nodes(lab: Lab, phone: UserAgent) -> None:
 
 
 @pytest.mark.kamailio  # CI subset under --router kamailio (registers the users itself)
+@pytest.mark.router_needs("auth", "durable")  # digest registrations; bindings kept in the DB
 async def test_bindings_survive_kill_9_are_served_and_the_avalanche_succeeds(
     lab: Lab, measurements: dict[str, Any]
 ) -> None:

@@ -152,7 +152,9 @@ def test_capabilities_detected_from_the_cfg_text() -> None:
     assert detect(example_config()) == ALL
     assert detect((EXAMPLES / "noauth.cfg").read_text()) == {"registrar", "ds_alg"}
     hashed = detect((EXAMPLES / "hash-callid.cfg").read_text())
-    assert hashed == {"auth", "registrar", "tcp", "ds_alg:0"}
+    assert hashed == {"auth", "registrar", "durable", "tcp", "ds_alg:0"}
+    # bindings in memory only (usrloc db_mode 0) do not survive a restart
+    assert "durable" not in detect((EXAMPLES / "noauth.cfg").read_text())
     # a commented-out call does not count
     assert detect('# www_authorize("x", "subscriber")\nrequest_route { exit; }') == set()
     assert not missing("ds_alg:4", frozenset({"ds_alg"}))

@@ -3,7 +3,8 @@
 siplab's own routers (the reference router, siplab's kamailio.cfg) provide everything. A user's
 kamailio.cfg provides what its text shows, unless the topology declares it (``[router]
 provides``): ``auth`` (it challenges: ``www_authorize``, ``proxy_authorize``, ``auth_check``,
-``auth_challenge``), ``registrar`` (``save("location")``), ``tcp`` (it listens on TCP:
+``auth_challenge``), ``registrar`` (``save("location")``), ``durable`` (bindings written to
+the DB, so they survive a restart: usrloc ``db_mode`` not 0), ``tcp`` (it listens on TCP:
 ``LISTEN_TCP`` or a ``listen=tcp:``), and the dispatcher algorithm: ``ds_alg`` when the cfg
 passes the lab's ``DS_ALG`` to ``ds_select_dst`` (a scenario may then choose the algorithm),
 else ``ds_alg:N`` for each algorithm number the cfg uses itself. An external router provides
@@ -34,13 +35,14 @@ __all__ = [
     "skip_unsupported",
 ]
 
-ALL = frozenset({"auth", "registrar", "tcp", "ds_alg"})
+ALL = frozenset({"auth", "registrar", "durable", "tcp", "ds_alg"})
 """Everything siplab's own routers provide."""
 
 _AUTH = re.compile(
     r"\b(www_authorize|proxy_authorize|auth_check|auth_challenge|pv_www_authorize)\s*\("
 )
 _SAVE = re.compile(r"\bsave\s*\(\s*\"location")
+_DB_MODE = re.compile(r"modparam\s*\(\s*\"usrloc\"\s*,\s*\"db_mode\"\s*,\s*\"?([^)\"\s]+)")
 _TCP = re.compile(r"^\s*(listen\s*=\s*tcp:|listen\s*=\s*LISTEN_TCP\b)", re.MULTILINE)
 _DS_SELECT = re.compile(r"\bds_select(?:_dst|_domain)?\s*\(\s*[^,]+,\s*\"?\s*([A-Z_]+|\d+)")
 
@@ -60,6 +62,9 @@ def detect(text: str) -> frozenset[str]:
         found.add("auth")
     if _SAVE.search(code):
         found.add("registrar")
+        mode = _DB_MODE.search(code)
+        if mode is not None and mode.group(1) != "0":
+            found.add("durable")
     if _TCP.search(code):
         found.add("tcp")
     for match in _DS_SELECT.finditer(code):
@@ -134,8 +139,9 @@ def skip_unsupported(spec: RouterSpec, items: list[pytest.Item]) -> None:
         where = "the router"
     for item in items:
         for mark in item.iter_markers("router_needs"):
-            needs = str(mark.args[0])
-            if missing(needs, provides):
+            for needs in map(str, mark.args):
+                if not missing(needs, provides):
+                    continue
                 shown = ", ".join(sorted(provides)) or "nothing declared"
                 item.add_marker(
                     pytest.mark.skip(reason=f"{where} does not provide {needs!r} ({shown})")
