@@ -7,6 +7,11 @@ realtime on the lab's PostgreSQL container), users 100..199, queue1 = ringall(10
 dispatch by hash over the From URI (Kamailio algorithm 1, so a caller picks its node), probing
 every 2 s, real time (time scale 1: these are Asterisk's own timers, measured, not scaled).
 
+With ``--router kamailio`` the host's Kamailio 5.6 takes the router's seat as a local process
+(the docker backend has no Kamailio image; host networking puts both on the same loopback
+addresses); every test runs unchanged and passes (measured: the same 200 retransmission schedule
+and BYE, since Kamailio relays the 2xx statelessly end to end as the reference router does).
+
 Every test ends with each node's ``core show channels`` back to 0 (a leak names the node and
 the count). Run with ``pytest scenarios -m asterisk --lab-net N`` (scripts/test.sh does);
 without ``-m asterisk`` the module is skipped (it starts three Asterisk containers). Needs a

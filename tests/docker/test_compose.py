@@ -129,10 +129,18 @@ def test_compose_asterisk_needs_postgres(tmp_path: Path) -> None:
         _services(tmp_path, topology, db="sqlite")
 
 
-def test_compose_rejects_kamailio_router_in_containers(tmp_path: Path) -> None:
-    topology = Topology(net=77, pbx_count=1, router=RouterSpec(kind="kamailio"))
-    with pytest.raises(LabError, match="kamailio"):
-        _services(tmp_path, topology)
+def test_compose_leaves_a_kamailio_router_to_the_host(tmp_path: Path) -> None:
+    """No Kamailio image: the router runs as a host process (same loopback address), so
+    compose.yml has no router service and nothing depends on one."""
+    topology = Topology(
+        net=77, pbx_count=1, router=RouterSpec(kind="kamailio"), faults=["ua-router"]
+    )
+    specs = _services(tmp_path, topology)
+    assert [s.name for s in specs] == ["db", "pbx1", "fault-ua-router"]
+    assert all("router" not in s.depends_on for s in specs)
+    p = plan(topology, tmp_path)
+    with pytest.raises(LabError, match="kamailio"):  # asked for as a container, still named
+        DockerBackend().node_spec(topology, p, p.router, [])
 
 
 def test_yaml_quotes_strings_that_look_like_other_types() -> None:
