@@ -362,3 +362,79 @@ async def test_echo_media_flows_both_ways(lab: Lab, measurements: Any) -> None:
     assert stats.payload_types == {pts[0]}
     assert stats.first_arrival is not None
     measurements["rtp_first_after_200_s"] = round(stats.first_arrival - answered_at, 3)
+
+
+# -- cross-tier consistency: router location vs every node's contacts -------------------------
+
+
+def tiers(lab: Lab) -> dict[str, set[tuple[str, str]]]:
+    """(AOR, contact URI without parameters) per tier: the router's ``location`` and each
+    node's ``pjsip show contacts`` (the ``router`` AOR's permanent contact left out). Every
+    node contact must also carry the router's Path (checked here, named on failure)."""
+    db = connect(lab.labfile.db)
+    try:
+        seen = {"router": {(b.username, b.contact.split(";")[0]) for b in db.location_all()}}
+    finally:
+        db.close()
+    router = lab.router.host
+    for node in NODES:
+        rows = [c for c in cli(lab, node).contacts() if c.aor != "router"]
+        seen[node] = {(c.aor, c.uri.split(";")[0]) for c in rows}
+        for c in rows:
+            path = cli(lab, node).contact_fields(c.aor, c.uri).get("path", "")
+            assert path.startswith(f"<sip:{router}"), f"{node}: {c.aor} {c.uri} path {path!r}"
+    return seen
+
+
+def disagreements(seen: dict[str, set[tuple[str, str]]]) -> list[str]:
+    want = seen["router"]
+    return [
+        f"{tier}: missing {sorted(want - rows)}, extra {sorted(rows - want)}"
+        for tier, rows in seen.items()
+        if rows != want
+    ]
+
+
+async def wait_agreement(lab: Lab, within: float = 10.0) -> dict[str, set[tuple[str, str]]]:
+    deadline = trio.current_time() + within
+    while disagreements(seen := tiers(lab)):
+        assert trio.current_time() < deadline, "tiers disagree: " + "; ".join(disagreements(seen))
+        await trio.sleep(0.2)
+    return seen
+
+
+async def test_location_and_node_contacts_agree_across_restarts(
+    lab: Lab, measurements: Any
+) -> None:
+    """Action: three phones register through the router; then the router restarts; then pbx2
+    restarts (``docker restart``: its astdb survives, Asterisk's process does not).
+
+    Must hold: each time, the router's ``location`` and every node's contacts hold the same
+    (AOR, contact) pairs, each node's with the router's Path. Measured: whether pbx2 kept the
+    contacts over its restart (if not, the phones' next refresh must restore agreement).
+    """
+    users = ["150", "151", "152"]
+    async with (
+        phone(lab, users[0], 0) as a,
+        phone(lab, users[1], 1) as b,
+        phone(lab, users[2], 2) as c,
+    ):
+        for ua in (a, b, c):
+            await register(ua)
+        seen = await wait_agreement(lab)
+        want = {(u.user, f"sip:{u.user}@{u.local[0]}:{u.local[1]}") for u in (a, b, c)}
+        assert want <= seen["router"], seen["router"]
+
+        lab.restart("router")
+        assert await wait_agreement(lab) == seen
+
+        lab.restart("pbx2")
+        kept = tiers(lab)["pbx2"] == seen["router"]
+        measurements["pbx2_kept_contacts_over_restart"] = kept
+        if not kept:  # the phones' refresh re-forwards to every node
+            for ua in (a, b, c):
+                await register(ua)
+        assert await wait_agreement(lab) == seen
+        for ua in (a, b, c):  # leave no contact behind
+            with trio.fail_after(5):
+                await ua.register(contact="*", expires=0)
