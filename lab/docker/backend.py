@@ -244,6 +244,11 @@ class DockerBackend:
         base = ["db"] if with_db else []
         if with_db:
             specs.append(self.db_spec(p.run_dir, topology.net))
+        if with_db:  # compose-only: the SDK path provisions in-process (see up)
+            command = ["python", "-m", "lab.docker.provision", str(p.run_dir), p.db_url]
+            spec = self._spec(p.run_dir, "provision", EMULATOR_IMAGE, command, depends_on=base)
+            specs.append(replace(spec, one_shot=True))
+            base = [*base, "provision"]
         pbx = [n for n in p.pbx if not n.external]
         specs += [self.node_spec(topology, p, n, base) for n in pbx]
         front = [r for r in p.relays if r.link != "ua-router"]
@@ -367,7 +372,11 @@ class DockerBackend:
 
     # -- Backend protocol -----------------------------------------------------------------
 
-    def up(self, topology: Topology, run_dir: Path, *, db_url: str | None = None) -> LabFile:
+    def prepare(
+        self, topology: Topology, run_dir: Path, *, db_url: str | None = None
+    ) -> tuple[Plan, list[ServiceSpec], bool]:
+        """Images, node configs and ``compose.yml`` in ``run_dir``, nothing started: what
+        ``docker compose -f <run>/compose.yml up`` needs. Returns (plan, specs, with_db)."""
         run_dir = Path(run_dir).resolve()
         explicit = db_url or topology.db.url or None
         with_db = explicit is None and self.db == "postgres"
@@ -384,6 +393,11 @@ class DockerBackend:
         self._ensure_images(topology, with_db)
         write_configs(topology, p)
         write_compose(run_dir, f"siplab-{run_id(run_dir)}", specs)
+        return p, specs, with_db
+
+    def up(self, topology: Topology, run_dir: Path, *, db_url: str | None = None) -> LabFile:
+        run_dir = Path(run_dir).resolve()
+        p, specs, with_db = self.prepare(topology, run_dir, db_url=db_url)
         by_name = {s.name: s for s in specs}
         planned = {n.name: n for n in [*p.pbx, *p.relays, p.router]}
         source = p.router.host  # the router endpoint is identified by IP on the PBX nodes
