@@ -372,6 +372,7 @@ def _summary(
             router_cps_per_core=router_per_core if kind == "call" else None,
             router_regs_per_core=router_per_core if kind == "register" else None,
             pbx_cps_per_node=pbx_per_node if kind == "call" else None,
+            pbx_kind=str(cap.get("pbx_kind", "emulator")),
         )
         headroom = float(cap.get("headroom", 0.3))
         verdict = size(parse_target(target), capacity, headroom=headroom)

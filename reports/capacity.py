@@ -319,6 +319,7 @@ def run_capacity(
         "version": 1,
         "scenario": config.scenario,
         "router": config.router,
+        "pbx_kind": "emulator",  # the capacity lab runs emulated nodes (local backend)
         "quick": config.quick,
         "target": config.target,
         "headroom": config.headroom,
