@@ -201,12 +201,12 @@ class SippEngine:
 
 
 @contextmanager
-def _local_lab(run_dir: Path, router: RouterKind, pbx: int) -> Iterator[LabFile]:
+def _local_lab(run_dir: Path, router: RouterKind, pbx: int, net: int) -> Iterator[LabFile]:
     from lab.backends import get_backend
     from lab.topology import default_topology
 
     topology = default_topology(pbx=pbx)
-    topology = replace(topology, router=replace(topology.router, kind=router))
+    topology = replace(topology, router=replace(topology.router, kind=router), net=net)
     backend = get_backend("local")
     lab = backend.up(topology, run_dir)
     try:
@@ -215,9 +215,9 @@ def _local_lab(run_dir: Path, router: RouterKind, pbx: int) -> Iterator[LabFile]
         backend.down(lab)  # also merges every node's events into events.jsonl
 
 
-def local_lab(*, router: RouterKind = "reference", pbx: int = 3) -> LabFactory:
-    """A lab factory for the default topology on the local backend."""
-    return lambda run_dir: _local_lab(run_dir, router, pbx)
+def local_lab(*, router: RouterKind = "reference", pbx: int = 3, net: int = 0) -> LabFactory:
+    """A lab factory for the default topology on the local backend (addresses 127.net.0.x)."""
+    return lambda run_dir: _local_lab(run_dir, router, pbx, net)
 
 
 # -- the pipeline -------------------------------------------------------------------------------

@@ -1,15 +1,17 @@
 """``siplab capacity`` and ``siplab report``: register with ``"reports.cli"`` in router/cli.py.
 
-``siplab capacity [--quick] [--scenario call|register|mixed] [--router reference|kamailio]
+``siplab capacity [--quick] [--net N] [--scenario call|register|mixed] [--router reference|kamailio]
 [--target "cps=300,users=50000,reregister=600s"] [--out DIR] [--service-level ...]
 [--compare RUN_DIR]`` brings the default lab up, searches for the knee with SIPp, and writes the
-run folder with ``report.html``. ``siplab report RUN_DIR`` rebuilds a report.
+run folder with ``report.html``; ``--quick`` with the call scenario runs a register search first
+(``<out>/register``) so the sizing has router cores for registrations. ``siplab report RUN_DIR`` rebuilds a report.
 """
 
 from __future__ import annotations
 
 import argparse
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from reports.search import ServiceLevel, parse_service_level
@@ -54,8 +56,19 @@ def cmd_capacity(args: argparse.Namespace) -> int:
         step_s=args.step,
     )
     out = args.out or Path("runs") / time.strftime(f"capacity-{args.scenario}-%Y%m%d-%H%M%S")
+    if args.quick and args.scenario == "call":
+        # The demo sizes users/reregister too: a register search first (its own lab and
+        # report in <out>/register), whose registrations/s per router core the call run's
+        # sizing reads (reports.analysis._register_run_per_core).
+        run_capacity(
+            local_lab(router=args.router, pbx=args.pbx, net=args.net),
+            SippEngine(scenario="register"),
+            replace(config, scenario="register"),
+            Path(out) / "register",
+            progress=lambda line: print(f"register: {line}", flush=True),
+        )
     run_capacity(
-        local_lab(router=args.router, pbx=args.pbx),
+        local_lab(router=args.router, pbx=args.pbx, net=args.net),
         SippEngine(scenario=args.scenario),
         config,
         Path(out),
@@ -87,6 +100,7 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     cap.add_argument("--scenario", choices=["call", "register", "mixed"], default="call")
     cap.add_argument("--router", choices=["reference", "kamailio"], default="reference")
     cap.add_argument("--pbx", type=int, default=3, help="PBX nodes (default 3)")
+    cap.add_argument("--net", type=int, default=0, help="lab net N (127.N.0.x; default 0)")
     cap.add_argument("--target", help='sizing target, e.g. "cps=300,users=50000,reregister=600s"')
     cap.add_argument("--headroom", type=float, default=0.3, help="sizing headroom (0.3 = 30%%)")
     cap.add_argument("--out", type=Path, help="run folder (default runs/capacity-...)")
