@@ -26,8 +26,27 @@ def _user_error(message: str) -> Exception:
     return UserError(message)
 
 
+def _pbx_option(text: str) -> tuple[str, int]:
+    """``--pbx``: ``N``, ``emulator[:N]`` or ``asterisk[:N]`` -> (kind, count)."""
+    kind, _, count = text.partition(":") if not text.isdigit() else ("emulator", "", text)
+    if kind not in ("emulator", "asterisk") or not (count or "3").isdigit() or int(count or 3) < 1:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: give a node count, `asterisk`, `asterisk:N` or `emulator:N`"
+        )
+    return kind, int(count or 3)
+
+
 def cmd_capacity(args: argparse.Namespace) -> int:
-    from reports.capacity import CapacityConfig, SippEngine, local_lab, run_capacity
+    from reports.capacity import (
+        CapacityConfig,
+        SippEngine,
+        asterisk_lab,
+        local_lab,
+        run_capacity,
+    )
+
+    kind, count = args.pbx
+    make_lab = asterisk_lab if kind == "asterisk" else local_lab
 
     try:
         level = parse_service_level(args.service_level or "", ServiceLevel())
@@ -46,7 +65,8 @@ def cmd_capacity(args: argparse.Namespace) -> int:
     config = CapacityConfig(
         scenario=args.scenario,
         router=args.router,
-        pbx=args.pbx,
+        pbx=count,
+        pbx_kind=kind,
         quick=args.quick,
         level=level,
         target=args.target,
@@ -61,14 +81,14 @@ def cmd_capacity(args: argparse.Namespace) -> int:
         # report in <out>/register), whose registrations/s per router core the call run's
         # sizing reads (reports.analysis._register_run_per_core).
         run_capacity(
-            local_lab(router=args.router, pbx=args.pbx, net=args.net),
+            make_lab(router=args.router, pbx=count, net=args.net),
             SippEngine(scenario="register"),
             replace(config, scenario="register"),
             Path(out) / "register",
             progress=lambda line: print(f"register: {line}", flush=True),
         )
     run_capacity(
-        local_lab(router=args.router, pbx=args.pbx, net=args.net),
+        make_lab(router=args.router, pbx=count, net=args.net),
         SippEngine(scenario=args.scenario),
         config,
         Path(out),
@@ -99,7 +119,13 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     cap.add_argument("--quick", action="store_true", help="short steps: a result in ~1 minute")
     cap.add_argument("--scenario", choices=["call", "register", "mixed"], default="call")
     cap.add_argument("--router", choices=["reference", "kamailio"], default="reference")
-    cap.add_argument("--pbx", type=int, default=3, help="PBX nodes (default 3)")
+    cap.add_argument(
+        "--pbx",
+        type=_pbx_option,
+        default=("emulator", 3),
+        help="PBX nodes: a count (emulated, default 3), `asterisk` (3 real Asterisk 22 "
+        "containers) or `asterisk:N`",
+    )
     cap.add_argument("--net", type=int, default=0, help="lab net N (127.N.0.x; default 0)")
     cap.add_argument("--target", help='sizing target, e.g. "cps=300,users=50000,reregister=600s"')
     cap.add_argument("--headroom", type=float, default=0.3, help="sizing headroom (0.3 = 30%%)")
