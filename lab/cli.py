@@ -465,7 +465,7 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
 
 def build_parser() -> argparse.ArgumentParser:
     """Every subcommand, in help order: router, PBX emulator, lab, reports, storm, conformance."""
-    from lab import conformance, storm_cli
+    from lab import conformance, fidelity, storm_cli
     from lab.pbx import cli as pbx_cli
     from reports import cli as reports_cli
     from router.cli import add_router_commands
@@ -483,6 +483,7 @@ def build_parser() -> argparse.ArgumentParser:
         reports_cli.add_commands,
         storm_cli.add_commands,
         conformance.add_commands,
+        fidelity.add_commands,
     ):
         add(sub)
     return parser

@@ -407,8 +407,11 @@ def _summary(
     if target:
         capacity = Capacity(
             router_cps_per_core=router_per_core if kind == "call" else None,
-            router_regs_per_core=router_per_core if kind == "register" else None,
+            router_regs_per_core=router_per_core
+            if kind == "register"
+            else _register_run_per_core(data.run_dir),
             pbx_cps_per_node=pbx_per_node if kind == "call" else None,
+            pbx_kind=str(cap.get("pbx_kind", "emulator")),
         )
         headroom = float(cap.get("headroom", 0.3))
         verdict = size(parse_target(target), capacity, headroom=headroom)
@@ -417,6 +420,16 @@ def _summary(
             "limits": list(extrapolation_limits(capacity, cores=cores))
         }
     return summary
+
+
+def _register_run_per_core(run_dir: Path) -> float | None:
+    """Registrations/s per router core from the register run ``siplab capacity --quick`` makes
+    next to a call run (``<run>/register/summary.json``), None when there is none."""
+    path = run_dir / "register" / "summary.json"
+    if not path.exists():
+        return None
+    value = (json.loads(path.read_text(encoding="utf-8")).get("knee") or {}).get("router_per_core")
+    return float(value) if value else None
 
 
 def summary_router(data: RunData) -> str:

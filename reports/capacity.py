@@ -75,6 +75,8 @@ class CapacityConfig:
     router: RouterKind = "reference"
     pbx: int = 3
     """PBX nodes in the lab."""
+    pbx_kind: str = "emulator"
+    """``emulator`` (local backend) or ``asterisk`` (real Asterisk 22 containers)."""
     quick: bool = False
     """Short steps and coarse resolution: a useful answer in about a minute."""
     level: ServiceLevel = field(default_factory=ServiceLevel)
@@ -262,8 +264,51 @@ def record_evidence(run_dir: Path) -> dict[str, object]:
     return info
 
 
+@contextmanager
+def _asterisk_lab(run_dir: Path, router: RouterKind, pbx: int, net: int) -> Iterator[LabFile]:
+    from lab.docker.backend import DockerBackend
+    from lab.topology import default_topology
+
+    topology = default_topology(pbx=pbx, kind="asterisk")
+    topology = replace(
+        topology, router=replace(topology.router, kind=router), evidence_mb=EVIDENCE_MB, net=net
+    )
+    backend = DockerBackend()
+    lab = backend.up(topology, run_dir)
+    try:
+        yield lab
+    finally:
+        backend.down(lab)  # stops the capture (ring merged)
+        record_evidence(run_dir)
+
+
+def asterisk_lab(*, router: RouterKind = "reference", pbx: int = 3, net: int = 0) -> LabFactory:
+    """The default topology with real Asterisk 22 containers (docker backend, PostgreSQL)."""
+    return lambda run_dir: _asterisk_lab(run_dir, router, pbx, net)
+
+
+def node_pids(lab: LabFile) -> dict[str, list[int]]:
+    """The process to sample per node: its pid, or a container's main process as the host sees
+    it (host networking, shared PID view; the sampler follows its children: Asterisk's threads
+    and the entrypoint's ``exec asterisk``)."""
+    pids = {n.name: [n.pid] for n in lab.nodes if n.pid}
+    containers = {n.name: n.container for n in lab.nodes if n.container and not n.pid}
+    if containers:
+        from lab.docker.base_image import docker_client
+
+        client = docker_client()
+        try:
+            for name, cid in containers.items():
+                pid = int(client.containers.get(cid).attrs["State"]["Pid"] or 0)
+                if pid:
+                    pids[name] = [pid]
+        finally:
+            client.close()
+    return pids
+
+
 def local_lab(*, router: RouterKind = "reference", pbx: int = 3, net: int = 0) -> LabFactory:
-    """A lab factory for the default topology on the local backend (on 127.<net>.0.x)."""
+    """A lab factory for the default topology on the local backend (addresses 127.net.0.x)."""
     return lambda run_dir: _local_lab(run_dir, router, pbx, net)
 
 
@@ -320,7 +365,7 @@ def run_capacity(
     )
     started = clock()
     with lab_factory(out_dir) as lab:
-        nodes = {n.name: [n.pid] for n in lab.nodes if n.pid}
+        nodes = node_pids(lab)
         progress(f"lab up: {', '.join(sorted(nodes))}")
         sampler = ProcessSampler(nodes, interval=sample_interval, clock=clock)
         count = 0
@@ -370,6 +415,7 @@ def run_capacity(
         "version": 1,
         "scenario": config.scenario,
         "router": config.router,
+        "pbx_kind": config.pbx_kind,  # the sizing verdict names the kind of node it measured
         "quick": config.quick,
         "target": config.target,
         "headroom": config.headroom,

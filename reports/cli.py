@@ -1,15 +1,17 @@
 """``siplab capacity`` and ``siplab report``: register with ``"reports.cli"`` in router/cli.py.
 
-``siplab capacity [--quick] [--scenario call|register|mixed] [--router reference|kamailio]
+``siplab capacity [--quick] [--net N] [--scenario call|register|mixed] [--router reference|kamailio]
 [--target "cps=300,users=50000,reregister=600s"] [--out DIR] [--service-level ...]
 [--compare RUN_DIR]`` brings the default lab up, searches for the knee with SIPp, and writes the
-run folder with ``report.html``. ``siplab report RUN_DIR`` rebuilds a report.
+run folder with ``report.html``; ``--quick`` with the call scenario runs a register search first
+(``<out>/register``) so the sizing has router cores for registrations. ``siplab report RUN_DIR`` rebuilds a report.
 """
 
 from __future__ import annotations
 
 import argparse
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +27,27 @@ def _user_error(message: str) -> Exception:
     return UserError(message)
 
 
+def _pbx_option(text: str) -> tuple[str, int]:
+    """``--pbx``: ``N``, ``emulator[:N]`` or ``asterisk[:N]`` -> (kind, count)."""
+    kind, _, count = text.partition(":") if not text.isdigit() else ("emulator", "", text)
+    if kind not in ("emulator", "asterisk") or not (count or "3").isdigit() or int(count or 3) < 1:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: give a node count, `asterisk`, `asterisk:N` or `emulator:N`"
+        )
+    return kind, int(count or 3)
+
+
 def cmd_capacity(args: argparse.Namespace) -> int:
-    from reports.capacity import CapacityConfig, SippEngine, local_lab, run_capacity
+    from reports.capacity import (
+        CapacityConfig,
+        SippEngine,
+        asterisk_lab,
+        local_lab,
+        run_capacity,
+    )
+
+    kind, count = args.pbx
+    make_lab = asterisk_lab if kind == "asterisk" else local_lab
 
     try:
         level = parse_service_level(args.service_level or "", ServiceLevel())
@@ -45,7 +66,8 @@ def cmd_capacity(args: argparse.Namespace) -> int:
     config = CapacityConfig(
         scenario=args.scenario,
         router=args.router,
-        pbx=args.pbx,
+        pbx=count,
+        pbx_kind=kind,
         quick=args.quick,
         level=level,
         target=args.target,
@@ -62,8 +84,19 @@ def cmd_capacity(args: argparse.Namespace) -> int:
 
         engine = MultiSippEngine(scenario=args.scenario, generators=args.generators)
     out = args.out or Path("runs") / time.strftime(f"capacity-{args.scenario}-%Y%m%d-%H%M%S")
+    if args.quick and args.scenario == "call":
+        # The demo sizes users/reregister too: a register search first (its own lab and
+        # report in <out>/register), whose registrations/s per router core the call run's
+        # sizing reads (reports.analysis._register_run_per_core).
+        run_capacity(
+            make_lab(router=args.router, pbx=count, net=args.lab_net),
+            SippEngine(scenario="register", local_ip=f"127.{args.lab_net}.0.120"),
+            replace(config, scenario="register"),
+            Path(out) / "register",
+            progress=lambda line: print(f"register: {line}", flush=True),
+        )
     run_capacity(
-        local_lab(router=args.router, pbx=args.pbx, net=args.lab_net),
+        make_lab(router=args.router, pbx=count, net=args.lab_net),
         engine,
         config,
         Path(out),
@@ -94,9 +127,20 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     cap.add_argument("--quick", action="store_true", help="short steps: a result in ~1 minute")
     cap.add_argument("--scenario", choices=["call", "register", "mixed"], default="call")
     cap.add_argument("--router", choices=["reference", "kamailio"], default="reference")
-    cap.add_argument("--pbx", type=int, default=3, help="PBX nodes (default 3)")
     cap.add_argument(
-        "--lab-net", type=int, default=0, help="second octet of the lab's addresses (127.N.0.x)"
+        "--pbx",
+        type=_pbx_option,
+        default=("emulator", 3),
+        help="PBX nodes: a count (emulated, default 3), `asterisk` (3 real Asterisk 22 "
+        "containers) or `asterisk:N`",
+    )
+    cap.add_argument(
+        "--lab-net",
+        "--net",
+        dest="lab_net",
+        type=int,
+        default=0,
+        help="second octet of the lab's addresses (127.N.0.x; default 0)",
     )
     cap.add_argument(
         "--generators", type=int, default=1, help="split each step over N SIPp generators"

@@ -108,6 +108,15 @@ class Capacity:
     """Calls/s one PBX node handles (one core per node assumed)."""
     router_processes: int = 1
     """Router processes (workers) the per-core figures were measured with."""
+    pbx_kind: str = "emulator"
+    """What the PBX nodes behind the router were: ``emulator`` (lab/pbx) or ``asterisk``."""
+
+
+_PBX_KIND = {
+    "emulator": "PBX nodes sized from the EMULATOR (lab/pbx), not from a real Asterisk: a real "
+    "node's calls/s per core is not measured here; treat this PBX count as a lower bound",
+    "asterisk": "PBX nodes sized from real Asterisk 22 containers (siplab/asterisk)",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,6 +204,7 @@ def size(target: Target, capacity: Capacity, *, headroom: float = 0.3) -> Sizing
             f"PBX nodes = ceil({target.cps:g} x {factor:g} / {capacity.pbx_cps_per_node:.1f} "
             f"calls/s per node) = ceil({need:.3f}) = {pbx_nodes}; N+1 = {pbx_spare}"
         )
+        lines.append(_PBX_KIND.get(capacity.pbx_kind, f"PBX nodes measured: {capacity.pbx_kind}"))
     elif target.cps > 0:
         lines.append("PBX nodes: per-node capacity not measured")
     elif target.cps == 0:

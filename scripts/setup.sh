@@ -86,3 +86,31 @@ if [ "${SIPLAB_SKIP_DOCKER:-0}" != 1 ] && [ "${SIPLAB_SKIP_ASTERISK:-0}" != 1 ] 
     echo "setup: no real Asterisk image: scenarios marked asterisk will fail or skip" >&2
   fi
 fi
+
+# Docker Compose v2 for `docker compose up` of a lab's compose.yml: bookworm has none, trixie's
+# `docker-compose` package (a Go binary, libc6 >= 2.34) comes from the same Debian registry.
+# Fetched with a private apt state (its own sources list, lists and archives under
+# ~/.cache/siplab/apt-trixie), so the machine's apt sources are not changed; the binary is
+# extracted to ~/.cache/siplab/bin/docker-compose (lab.docker.compose.compose_binary finds it).
+COMPOSE_BIN="${HOME}/.cache/siplab/bin/docker-compose"
+if [ "${SIPLAB_SKIP_DOCKER:-0}" != 1 ] && [ ! -x "$COMPOSE_BIN" ] \
+   && ! docker compose version >/dev/null 2>&1; then
+  D="${HOME}/.cache/siplab/apt-trixie"
+  mkdir -p "$D/lists/partial" "$D/archives/partial" "$D/cache" "$(dirname "$COMPOSE_BIN")"
+  echo "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian trixie main" >"$D/sources.list"
+  APT_PRIVATE=(-o "Dir::Etc::sourcelist=$D/sources.list" -o "Dir::Etc::sourceparts=-"
+    -o "Dir::State::Lists=$D/lists" -o "Dir::Cache=$D/cache" -o "Dir::Cache::Archives=$D/archives"
+    -o "APT::Sandbox::User=root")
+  if apt-get "${APT_PRIVATE[@]}" update -qq >/tmp/siplab-compose.log 2>&1 \
+     && (cd "$D" && apt-get "${APT_PRIVATE[@]}" download docker-compose >>/tmp/siplab-compose.log 2>&1); then
+    rm -rf "$D/root" && dpkg-deb -x "$(ls -t "$D"/docker-compose_*.deb | head -n 1)" "$D/root"
+    install -m 0755 "$D/root/usr/libexec/docker/cli-plugins/docker-compose" "$COMPOSE_BIN"
+  else
+    tail -n 20 /tmp/siplab-compose.log >&2
+    if [ "${SIPLAB_REQUIRE_DOCKER:-0}" = 1 ]; then
+      echo "setup: docker-compose (Debian trixie) could not be installed" >&2
+      exit 1
+    fi
+    echo "setup: no docker-compose: the compose test will skip" >&2
+  fi
+fi

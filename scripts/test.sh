@@ -3,7 +3,8 @@
 # Kamailio integration, docker-marked tests, the scenario suites against the reference router,
 # the Kamailio-marked scenarios with Kamailio in the router's seat (siplab's cfg, two example
 # user cfgs, Kamailio 6.0 in a container), and the asterisk-marked scenarios with three real
-# Asterisk 22 containers behind the reference router.
+# Asterisk 22 containers behind the reference router, then behind Kamailio (the host's Kamailio
+# as a process next to the containers).
 # With arguments, runs just `pytest ARGS` (e.g. `bash scripts/test.sh tests/sip -q`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -31,3 +32,4 @@ else
   echo "test.sh: no Docker engine: Kamailio 6.0 scenarios not run" >&2
 fi
 "$PY" -m pytest scenarios -m asterisk
+"$PY" -m pytest scenarios -m asterisk --router kamailio

@@ -14,7 +14,11 @@ writes every node's TOML; a node is up when it answers an OPTIONS from the route
   ``kind = "asterisk"``, ``siplab/asterisk`` configured from the environment (it needs
   PostgreSQL: Asterisk's realtime driver is res_config_pgsql);
 - the router: the reference router from the emulator image (``siplab router --config``); fault
-  relays: ``python -m lab.faults --config`` from the same image.
+  relays: ``python -m lab.faults --config`` from the same image. ``kind = "kamailio"``: there is
+  no Kamailio image, so the host's Kamailio runs as a local process (started, waited for, killed,
+  paused and restarted by :class:`~lab.backends.local.LocalBackend`'s own rules: our PIDs only);
+  with host networking it sits on the same loopback addresses as a container would, and
+  ``compose.yml`` leaves it out (``siplab lab up`` starts it next to ``docker compose up``).
 
 Containers are labelled ``siplab.lab=<run>`` (``<run>`` = run folder name + a hash of its path) and
 ``siplab.node=<name>``; ``down`` removes every container with the run's label, whoever started it.
@@ -111,6 +115,18 @@ class DockerBackend:
         self.stop_grace = stop_grace
         self.build = build
         self._client = client
+        self._local_backend: Any = None
+
+    @property
+    def local(self) -> Any:
+        """The local backend that runs the nodes without an image (a Kamailio router)."""
+        if self._local_backend is None:
+            from lab.backends.local import LocalBackend
+
+            self._local_backend = LocalBackend(
+                detach=self.detach, ready_timeout=self.ready_timeout, stop_grace=self.stop_grace
+            )
+        return self._local_backend
 
     # -- engine and images ----------------------------------------------------------------
 
@@ -228,14 +244,21 @@ class DockerBackend:
         base = ["db"] if with_db else []
         if with_db:
             specs.append(self.db_spec(p.run_dir, topology.net))
+        if with_db:  # compose-only: the SDK path provisions in-process (see up)
+            command = ["python", "-m", "lab.docker.provision", str(p.run_dir), p.db_url]
+            spec = self._spec(p.run_dir, "provision", EMULATOR_IMAGE, command, depends_on=base)
+            specs.append(replace(spec, one_shot=True))
+            base = [*base, "provision"]
         pbx = [n for n in p.pbx if not n.external]
         specs += [self.node_spec(topology, p, n, base) for n in pbx]
         front = [r for r in p.relays if r.link != "ua-router"]
         specs += [self.node_spec(topology, p, r, base) for r in front]
         after = base + [n.name for n in pbx] + [r.name for r in front]
-        specs.append(self.node_spec(topology, p, p.router, after))
+        in_container = not _runs_local(p.router)
+        if in_container:
+            specs.append(self.node_spec(topology, p, p.router, after))
         specs += [
-            self.node_spec(topology, p, r, [*base, "router"])
+            self.node_spec(topology, p, r, [*base, *(["router"] if in_container else [])])
             for r in p.relays
             if r.link == "ua-router"
         ]
@@ -349,7 +372,11 @@ class DockerBackend:
 
     # -- Backend protocol -----------------------------------------------------------------
 
-    def up(self, topology: Topology, run_dir: Path, *, db_url: str | None = None) -> LabFile:
+    def prepare(
+        self, topology: Topology, run_dir: Path, *, db_url: str | None = None
+    ) -> tuple[Plan, list[ServiceSpec], bool]:
+        """Images, node configs and ``compose.yml`` in ``run_dir``, nothing started: what
+        ``docker compose -f <run>/compose.yml up`` needs. Returns (plan, specs, with_db)."""
         run_dir = Path(run_dir).resolve()
         explicit = db_url or topology.db.url or None
         with_db = explicit is None and self.db == "postgres"
@@ -366,10 +393,16 @@ class DockerBackend:
         self._ensure_images(topology, with_db)
         write_configs(topology, p)
         write_compose(run_dir, f"siplab-{run_id(run_dir)}", specs)
+        return p, specs, with_db
+
+    def up(self, topology: Topology, run_dir: Path, *, db_url: str | None = None) -> LabFile:
+        run_dir = Path(run_dir).resolve()
+        p, specs, with_db = self.prepare(topology, run_dir, db_url=db_url)
         by_name = {s.name: s for s in specs}
         planned = {n.name: n for n in [*p.pbx, *p.relays, p.router]}
         source = p.router.host  # the router endpoint is identified by IP on the PBX nodes
         started: list[Any] = []
+        local_started: list[NodeRecord] = []
         nodes: list[NodeRecord] = []
         from lab.capture import CaptureConfig, start_capture, stop_capture
 
@@ -414,6 +447,11 @@ class DockerBackend:
             ):
                 batch = []
                 for node in group:
+                    if _runs_local(node):
+                        record = self.local._start_node(node, p, local_started, source, topology)
+                        self.local._wait(record, source)
+                        nodes.append(record)
+                        continue
                     container = self._run(by_name[node.name])
                     started.append(container)
                     batch.append((node, container))
@@ -421,6 +459,8 @@ class DockerBackend:
                     self._wait_sip(node.name, container, node.host, node.port, source)
                     nodes.append(self._record(by_name[node.name], container, planned[node.name]))
         except BaseException:
+            for record in reversed(local_started):
+                self.local._stop_pid(record, 1.0)
             for container in reversed(started):
                 self._save_log(container, run_dir / "logs" / f"{container.labels[LABEL_NODE]}.log")
                 self._remove(container)
@@ -457,11 +497,14 @@ class DockerBackend:
         )
         order = {n.name: i for i, n in enumerate(lab.nodes)}
         containers.sort(key=lambda c: order.get(c.labels.get(LABEL_NODE, ""), -1), reverse=True)
+        for node in reversed(lab.nodes):  # local processes (Kamailio) go first: they front
+            if node.pid and not node.container:
+                self.local._stop_pid(node, self.stop_grace)
         for container in containers:
             name = container.labels.get(LABEL_NODE, container.name)
             self._save_log(container, run_dir / "logs" / f"{name}.log")
             self._remove(container)
-        stopped = replace(lab, nodes=[replace(n, container=None) for n in lab.nodes])
+        stopped = replace(lab, nodes=[replace(n, container=None, pid=None) for n in lab.nodes])
         stop_capture(run_dir)  # after the containers: their last packets are in it
         merge_events(run_dir)
         write_labfile(stopped)
@@ -469,6 +512,8 @@ class DockerBackend:
 
     def kill(self, lab: LabFile, node: str) -> LabFile:
         """SIGKILL the node's main process; the container stays (exited) for ``restart``."""
+        if _is_local(_find(lab, node)):
+            return self.local.kill(lab, node)  # type: ignore[no-any-return]
         container = self._container(_find(lab, node))
         container.reload()
         if container.status == "paused":
@@ -479,15 +524,21 @@ class DockerBackend:
 
     def pause(self, lab: LabFile, node: str) -> LabFile:
         """Freeze the container (cgroup freezer): sockets stay bound, nothing answers."""
+        if _is_local(_find(lab, node)):
+            return self.local.pause(lab, node)  # type: ignore[no-any-return]
         self._container(_find(lab, node)).pause()
         return lab
 
     def resume(self, lab: LabFile, node: str) -> LabFile:
+        if _is_local(_find(lab, node)):
+            return self.local.resume(lab, node)  # type: ignore[no-any-return]
         self._container(_find(lab, node)).unpause()
         return lab
 
     def restart(self, lab: LabFile, node: str) -> LabFile:
         record = _find(lab, node)
+        if _is_local(record):
+            return self.local.restart(lab, node)  # type: ignore[no-any-return]
         container = self._container(record)
         container.reload()
         if container.status == "paused":
@@ -502,6 +553,8 @@ class DockerBackend:
     def node_state(self, node: NodeRecord) -> NodeState:
         import docker.errors
 
+        if _is_local(node):
+            return self.local.node_state(node)  # type: ignore[no-any-return]
         if not node.container:
             return NodeState.DOWN
         try:
@@ -521,6 +574,15 @@ def _asterisk_version(container: Any) -> str:
         return f"unknown ({exc})"
     text = out.decode(errors="replace").strip()
     return text if code == 0 else f"unknown (asterisk -V exited {code}: {text})"
+
+
+def _runs_local(node: PlannedNode) -> bool:
+    """A node this backend runs as a host process: the Kamailio router (no image)."""
+    return node.role == "router" and node.kind == "kamailio"
+
+
+def _is_local(record: NodeRecord) -> bool:
+    return bool(record.pid) and not record.container
 
 
 def _find(lab: LabFile, name: str) -> NodeRecord:

@@ -41,6 +41,9 @@ class ServiceSpec:
     labels: dict[str, str] = field(default_factory=dict)
     depends_on: list[str] = field(default_factory=list)
     stop_grace: float = 3.0
+    one_shot: bool = False
+    """Runs to completion (``provision``): compose-only, the SDK backend does its work itself;
+    services depending on it wait for it to exit 0 (``service_completed_successfully``)."""
 
     def volume_binds(self) -> dict[str, dict[str, str]]:
         """The SDK's ``volumes=`` form of :attr:`volumes`."""
@@ -68,6 +71,7 @@ class ServiceSpec:
 
 def compose_dict(project: str, services: Sequence[ServiceSpec]) -> dict[str, Any]:
     """The compose document (Compose Specification) for ``services``."""
+    one_shot = {s.name for s in services if s.one_shot}
     out: dict[str, Any] = {}
     for s in services:
         entry: dict[str, Any] = {
@@ -89,7 +93,14 @@ def compose_dict(project: str, services: Sequence[ServiceSpec]) -> dict[str, Any
         if s.labels:
             entry["labels"] = dict(s.labels)
         if s.depends_on:
-            entry["depends_on"] = list(s.depends_on)
+            entry["depends_on"] = {
+                dep: {
+                    "condition": "service_completed_successfully"
+                    if dep in one_shot
+                    else "service_started"
+                }
+                for dep in s.depends_on
+            }
         out[s.name] = entry
     return {"name": project, "services": out}
 
@@ -141,6 +152,26 @@ def to_yaml(document: Mapping[str, Any], *, header: Iterable[str] = ()) -> str:
     return "\n".join(lines) + "\n"
 
 
+def compose_binary() -> list[str] | None:
+    """The Compose v2 command: ``docker compose`` (plugin), Debian trixie's binary that
+    scripts/setup.sh extracts to ``~/.cache/siplab/bin/docker-compose``, or one on PATH."""
+    import shutil
+    import subprocess
+
+    docker = shutil.which("docker")
+    if docker is not None:
+        probe = subprocess.run(
+            [docker, "compose", "version"], capture_output=True, check=False, timeout=30
+        )
+        if probe.returncode == 0:
+            return [docker, "compose"]
+    cached = Path.home() / ".cache" / "siplab" / "bin" / "docker-compose"
+    if cached.is_file():
+        return [str(cached)]
+    found = shutil.which("docker-compose")
+    return [found] if found else None
+
+
 def write_compose(run_dir: Path, project: str, services: Sequence[ServiceSpec]) -> Path:
     """Write ``<run_dir>/compose.yml`` for ``services`` and return its path."""
     header = [
@@ -148,7 +179,8 @@ def write_compose(run_dir: Path, project: str, services: Sequence[ServiceSpec]) 
         "Same containers as the lab started: host networking, one 127.x.0.y address per node.",
         "Images are local: build them first with `python -m lab.docker.images emulator postgres`.",
         "Start: docker compose -f compose.yml up -d   Stop: docker compose -f compose.yml down",
-        "The DB is provisioned by `siplab lab up`; with compose alone, provision it yourself.",
+        "The `provision` service fills the DB (users, router endpoint, queues, dispatcher) and",
+        "exits; the PBX nodes start after it. A Kamailio router is not in here (host process).",
     ]
     path = Path(run_dir) / COMPOSE_FILE
     tmp = path.with_name(f".{COMPOSE_FILE}.tmp")
@@ -163,6 +195,7 @@ __all__ = [
     "LABEL_NODE",
     "LABEL_RUN_DIR",
     "ServiceSpec",
+    "compose_binary",
     "compose_dict",
     "to_yaml",
     "write_compose",

@@ -350,6 +350,11 @@ class PbxCore:
                     status=outcome.response.status,
                 )
                 self.respond(tx, outcome.response, now=now)
+            case "INVITE" if "Contact" not in request.headers:
+                # pjsip_inv_verify_request: a dialog-creating INVITE MUST carry a Contact (RFC
+                # 3261 §8.1.1.8); real Asterisk answers this, before any 100 (measured).
+                response = make_response(request, 400, "Missing Contact header", to_tag=new_tag())
+                self.respond(tx, response, now=now)
             case "INVITE":
                 self.calls.on_invite(request, tx, source, endpoint, now)
             case "BYE" | "UPDATE" | "PRACK" | "INFO":
@@ -397,14 +402,12 @@ class PbxCore:
         if user and not self.calls.is_extension(user):
             self.reply(tx, request, 404, now)
             return
-        host, port = self.local
         self.reply(
             tx,
             request,
             200,
             now,
-            [
-                ("Contact", f"<sip:{host}:{port}>"),
+            [  # no Contact: Asterisk 22's OPTIONS 200 has none (measured, docs/fidelity.md)
                 ("Allow", ALLOW),
                 ("Supported", SUPPORTED),
                 ("Accept", ACCEPT),

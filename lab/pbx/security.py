@@ -184,7 +184,7 @@ class DigestAuthenticator:
                 nonce=self._nonce(int(now_epoch), source[0], realm),
                 algorithm=Algorithm.MD5,
                 qop=("auth",),
-                opaque=secrets.token_hex(16),
+                opaque=secrets.token_hex(8),  # 16 hex digits, as Asterisk's
                 stale=stale,
             )
         )

@@ -20,6 +20,7 @@ import hashlib
 from dataclasses import dataclass
 from typing import Any
 
+from router.realtime.astcodec import ast_decode, ast_encode
 from router.realtime.store import Database, connect
 
 _TRUE = frozenset({"yes", "true", "on", "1", "y", "t"})
@@ -208,8 +209,17 @@ class SharedMemberState:
 
 
 def contact_id(aor: str, uri: str) -> str:
-    """Asterisk's contact id ``<aor>;@<md5(uri)>`` [ALoc]."""
-    return f"{aor};@{hashlib.md5(uri.encode()).hexdigest()}"
+    """Asterisk's contact id ``<aor>;@<md5(uri)>`` [ALoc], as stored: ``<aor>^3B@<md5>``
+    (realtime encoding, ``router.realtime.astcodec``; the md5 is over the decoded URI)."""
+    return ast_encode(f"{aor};@{hashlib.md5(uri.encode()).hexdigest()}")
+
+
+def _decoded(row: tuple[Any, ...]) -> tuple[Any, ...]:
+    return tuple(ast_decode(v) if isinstance(v, str) else v for v in row)
+
+
+def _encoded(value: str | None) -> str | None:
+    return None if value is None else ast_encode(value)
 
 
 class PbxStore:
@@ -283,7 +293,8 @@ class PbxStore:
 
     def contacts(self, aor: str, *, now_epoch: float) -> list[StoredContact]:
         """Live bindings of ``aor`` (any node's), soonest-expiring first, one per URI."""
-        prefix = f"{aor};@"
+        # Asterisk stores the id encoded (``101^3B@<md5>``): scan that prefix, decode the row.
+        prefix = contact_id(aor, "").rpartition("@")[0] + "@"
         rows = self.db.query(
             "SELECT id, uri, expiration_time, path, user_agent, reg_server, endpoint, call_id "
             "FROM ps_contacts WHERE id >= ? AND id < ? AND expiration_time > ? "
@@ -292,7 +303,7 @@ class PbxStore:
         )
         seen: dict[str, StoredContact] = {}
         for row in rows:
-            contact = StoredContact(*row)
+            contact = StoredContact(*_decoded(row))
             seen[contact.uri] = contact  # a later expiry wins
         return sorted(seen.values(), key=lambda c: c.expiration_time)
 
@@ -322,13 +333,13 @@ class PbxStore:
                 "prune_on_boot) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, 'no')",
                 (
                     cid,
-                    uri,
+                    ast_encode(uri),
                     expiration_time,
-                    path,
-                    user_agent,
-                    reg_server,
-                    endpoint,
-                    call_id,
+                    _encoded(path),
+                    _encoded(user_agent),
+                    ast_encode(reg_server),
+                    ast_encode(endpoint),
+                    ast_encode(call_id),
                     via_addr,
                     via_port,
                 ),

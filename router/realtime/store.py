@@ -18,6 +18,7 @@ from contextlib import contextmanager
 from typing import Any, TypeVar
 
 from router.realtime import schema
+from router.realtime.astcodec import ast_decode, ast_encode
 from router.realtime.engine import Driver, RealtimeError, open_driver
 from router.realtime.provision import generate_passwords
 from router.realtime.records import (
@@ -340,7 +341,14 @@ class Database:
             "ps_contacts",
             "WHERE id >= ? AND id < ? AND expiration_time > ? ORDER BY expiration_time DESC, id",
         )
-        return self._rows(ContactRow, sql, (f"{aor};@", f"{aor};A", now))
+        # Asterisk's realtime drivers store ``;`` as ``^3B`` (router.realtime.astcodec): real
+        # nodes and the emulator write ``<aor>^3B@...``; rows written with a plain ``;`` (older
+        # labs, direct upserts) are read too. Values come back decoded.
+        enc = ast_encode(aor)
+        rows = self._rows(ContactRow, sql, (f"{enc}^3B@", f"{enc}^3BA", now))
+        rows += self._rows(ContactRow, sql, (f"{aor};@", f"{aor};A", now))
+        rows = [_decode_contact(r) for r in rows]
+        return sorted(rows, key=lambda r: (-r.expiration_time, r.id))
 
     def contacts_delete(self, contact_id: str, reg_server: str | None = None) -> int:
         """Delete one contact id (from every node, or only ``reg_server``'s row)."""
@@ -549,3 +557,13 @@ def connect(url: str) -> Database:
         RealtimeError: bad URL or the database cannot be opened/reached.
     """
     return Database(open_driver(url))
+
+
+def _decode_contact(row: ContactRow) -> ContactRow:
+    """``row`` with Asterisk's ``^XX`` escapes decoded in every text field."""
+    changes = {
+        f.name: ast_decode(v)
+        for f in dataclasses.fields(row)
+        if isinstance(v := getattr(row, f.name), str) and "^" in v
+    }
+    return dataclasses.replace(row, **changes) if changes else row

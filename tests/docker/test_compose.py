@@ -59,6 +59,7 @@ def test_compose_file_parses_with_every_service_on_host_network(tmp_path: Path) 
     services = doc["services"]
     assert list(services) == [
         "db",
+        "provision",
         "pbx1",
         "pbx2",
         "fault-router-pbx1",
@@ -106,6 +107,21 @@ def test_compose_matches_the_containers_the_backend_runs(tmp_path: Path) -> None
     assert "volumes" not in db
 
 
+def test_compose_provisions_before_the_nodes_start(tmp_path: Path) -> None:
+    """``provision`` is a one-shot service (the SDK backend provisions in-process instead);
+    the PBX nodes wait for it to exit 0, everything else only for containers to start."""
+    specs = _services(tmp_path, Topology(net=77, pbx_count=1))
+    doc = yaml.safe_load(to_yaml(compose_dict("p", specs)))["services"]
+    run_dir = str(tmp_path.resolve())
+    assert doc["provision"]["command"] == [
+        "python", "-m", "lab.docker.provision", run_dir,
+        "postgresql://siplab:siplab@127.77.0.5:5432/siplab",
+    ]  # fmt: skip
+    assert doc["provision"]["depends_on"] == {"db": {"condition": "service_started"}}
+    assert doc["pbx1"]["depends_on"]["provision"] == {"condition": "service_completed_successfully"}
+    assert doc["router"]["depends_on"]["pbx1"] == {"condition": "service_started"}
+
+
 def test_compose_sqlite_mode_has_no_db_service(tmp_path: Path) -> None:
     specs = _services(tmp_path, Topology(net=77, pbx_count=1), db="sqlite")
     assert [s.name for s in specs] == ["pbx1", "router"]
@@ -129,10 +145,18 @@ def test_compose_asterisk_needs_postgres(tmp_path: Path) -> None:
         _services(tmp_path, topology, db="sqlite")
 
 
-def test_compose_rejects_kamailio_router_in_containers(tmp_path: Path) -> None:
-    topology = Topology(net=77, pbx_count=1, router=RouterSpec(kind="kamailio"))
-    with pytest.raises(LabError, match="kamailio"):
-        _services(tmp_path, topology)
+def test_compose_leaves_a_kamailio_router_to_the_host(tmp_path: Path) -> None:
+    """No Kamailio image: the router runs as a host process (same loopback address), so
+    compose.yml has no router service and nothing depends on one."""
+    topology = Topology(
+        net=77, pbx_count=1, router=RouterSpec(kind="kamailio"), faults=["ua-router"]
+    )
+    specs = _services(tmp_path, topology)
+    assert [s.name for s in specs] == ["db", "provision", "pbx1", "fault-ua-router"]
+    assert all("router" not in s.depends_on for s in specs)
+    p = plan(topology, tmp_path)
+    with pytest.raises(LabError, match="kamailio"):  # asked for as a container, still named
+        DockerBackend().node_spec(topology, p, p.router, [])
 
 
 def test_yaml_quotes_strings_that_look_like_other_types() -> None:

@@ -125,7 +125,10 @@ def test_docker_backend_lifecycle(docker_engine: Any, tmp_path: Path) -> None:
         assert backend.node_state(lab.node("pbx1")) is NodeState.UP
 
         compose = yaml.safe_load((run_dir / "compose.yml").read_text())
-        assert set(compose["services"]) == {"db", "pbx1", "fault-router-pbx1", "router"}
+        # compose.yml also has the one-shot `provision` (the SDK path provisions in-process)
+        assert set(compose["services"]) == {
+            "db", "provision", "pbx1", "fault-router-pbx1", "router",
+        }  # fmt: skip
         with pytest.raises(LabError, match="no node"):
             backend.pause(lab, "pbx9")
     finally:

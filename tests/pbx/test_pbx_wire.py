@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 
 from lab.pbx.core import PbxCore
@@ -18,6 +19,7 @@ async def test_options_from_router_gets_200_with_capabilities(pbx: PbxCore, rout
     for name in ("Allow", "Accept", "Supported"):
         assert name in response.headers
     assert "INVITE" in (response.headers.get("Allow") or "")
+    assert "Contact" not in response.headers  # Asterisk 22.10 sends none (docs/fidelity.md)
 
 
 async def test_options_from_unknown_address_gets_asterisk_challenge(pbx: PbxCore) -> None:
@@ -31,7 +33,7 @@ async def test_options_from_unknown_address_gets_asterisk_challenge(pbx: PbxCore
     challenge = parse_challenge(response.headers.get("WWW-Authenticate") or "")
     assert challenge.realm == "asterisk"
     assert challenge.qop == ("auth",)
-    assert challenge.opaque
+    assert challenge.opaque and re.fullmatch(r"[0-9a-f]{16}", challenge.opaque)
     assert challenge.algorithm is not None
     assert challenge.algorithm.value == "MD5"
     ts, _, digest = challenge.nonce.partition("/")
@@ -70,6 +72,18 @@ async def test_invite_unknown_extension_gets_404_without_100(pbx: PbxCore, route
     while not await router.silent(0.1):
         assert isinstance(router.inbox[-1].message, Response)
         assert router.inbox[-1].message.status == 404
+
+
+async def test_invite_without_contact_gets_400_before_any_100(pbx: PbxCore, router: Peer) -> None:
+    # Asterisk 22.10 (pjsip_inv_verify_request): "400 Missing Contact header", no 100.
+    invite = router.request(
+        "INVITE", f"sip:600@{pbx.local[0]}", to_user="600", to_host=pbx.local[0],
+        headers=(("Contact", "<sip:x@127.0.0.1>"),),
+    )  # fmt: skip
+    invite.headers.remove("Contact")
+    await router.send(invite, pbx.local)
+    response = await router.recv_response()
+    assert (response.status, response.reason) == (400, "Missing Contact header")
 
 
 async def test_invite_numeric_unknown_extension_gets_100_then_404_cause_3(

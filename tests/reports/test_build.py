@@ -66,6 +66,19 @@ def test_summary_agrees_with_events(built: Path) -> None:
     assert len(summary["config_hash"]) == 16
 
 
+def test_sizing_takes_registrations_from_the_quick_register_run(tmp_path: Path) -> None:
+    """``siplab capacity --quick`` writes a register run in ``<run>/register``: its knee's
+    registrations/s per router core fills the call run's sizing (router cores measured)."""
+    run = tmp_path / "run"
+    shutil.copytree(DATA, run)
+    (run / "register").mkdir()
+    (run / "register" / "summary.json").write_text(json.dumps({"knee": {"router_per_core": 50.0}}))
+    build_report(run, out=tmp_path / "out")
+    sizing = json.loads((tmp_path / "out" / "summary.json").read_text())["sizing"]
+    assert sizing["router_cores"] is not None
+    assert any("50.0 registrations/s per core" in line for line in sizing["arithmetic"])
+
+
 def test_html_is_self_contained(built: Path) -> None:
     page = (built / "report.html").read_text()
     assert page.count('src="data:image/png;base64,') == len(PLOT_NAMES)

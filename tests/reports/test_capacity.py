@@ -161,6 +161,16 @@ def test_cli_arguments() -> None:
         parse(["capacity", "--scenario", "video"])
 
 
+def test_cli_pbx_kind_and_count() -> None:
+    assert parse(["capacity"]).pbx == ("emulator", 3)
+    assert parse(["capacity", "--pbx", "2"]).pbx == ("emulator", 2)
+    assert parse(["capacity", "--pbx", "asterisk"]).pbx == ("asterisk", 3)
+    assert parse(["capacity", "--pbx", "asterisk:1"]).pbx == ("asterisk", 1)
+    for bad in ("sipp", "asterisk:x", "0", "asterisk:0"):
+        with pytest.raises(SystemExit):
+            parse(["capacity", "--pbx", bad])
+
+
 @pytest.mark.parametrize(
     ("extra", "message"),
     [

@@ -48,6 +48,13 @@ def test_size_arithmetic() -> None:
     assert "83.33/s" in text
     assert "ceil(0.823) = 1" in text
     assert "ceil(3.250) = 4" in text
+    assert "sized from the EMULATOR" in text  # the verdict itself says which node it measured
+    real = size(
+        parse_target("cps=300"),
+        Capacity(router_cps_per_core=1000, pbx_cps_per_node=120, pbx_kind="asterisk"),
+    )
+    assert "real Asterisk 22" in "\n".join(real.lines)
+    assert "EMULATOR" not in "\n".join(real.lines)
     assert any("Loopback" in line for line in verdict.limits)
 
 
