@@ -561,7 +561,7 @@ def connect(url: str) -> Database:
 
 def _decode_contact(row: ContactRow) -> ContactRow:
     """``row`` with Asterisk's ``^XX`` escapes decoded in every text field."""
-    changes = {
+    changes: dict[str, Any] = {
         f.name: ast_decode(v)
         for f in dataclasses.fields(row)
         if isinstance(v := getattr(row, f.name), str) and "^" in v
