@@ -89,7 +89,14 @@ def test_stack_file_is_a_swarm_compose_file_with_placement(tmp_path: Path) -> No
     doc = yaml.safe_load(write_stack(tmp_path, specs, backend.placement).read_text())
     assert doc["version"] == "3.8"
     assert doc["networks"] == {"hostnet": {"external": True, "name": "host"}}
-    assert list(doc["services"]) == ["db", "provision", "pbx1", "pbx2", "fault-router-pbx1", "router"]
+    assert list(doc["services"]) == [
+        "db",
+        "provision",
+        "pbx1",
+        "pbx2",
+        "fault-router-pbx1",
+        "router",
+    ]
     for name, svc in doc["services"].items():
         assert set(svc) <= STACK_KEYS, name
         assert svc["networks"] == ["hostnet"]
