@@ -228,6 +228,7 @@ def wait_ready(
     log: Path | None = None,
     pid: int | None = None,
     want: int | None = 200,
+    owned: bool = True,
 ) -> int:
     """Probe until ``host:port`` answers OPTIONS with ``want`` (any final when None).
 
@@ -235,7 +236,9 @@ def wait_ready(
     node's group holds the UDP socket on ``host:port`` and nobody else does
     (``lab/backends/ownership.py``): another lab's node on the same address answers too,
     while ours fails to bind and exits (its log says why), or binds beside it when both set
-    ``SO_REUSEADDR`` (``up`` fails naming the other pid).
+    ``SO_REUSEADDR`` (``up`` fails naming the other pid). ``owned=False``: a node that runs in a
+    container (``pid`` is the ``docker run`` client; the socket belongs to the container's
+    processes, outside its group), where only the answer and the client's life are checked.
 
     Raises:
         LabError: naming the node, what went wrong and the tail of its log.
@@ -248,7 +251,7 @@ def wait_ready(
             raise LabError(f"{name} ({host}:{port}) exited before it answered{_log_tail(log)}")
         last = options_ping(host, port, source=source, timeout=0.4)
         if last is not None and (want is None or last == want):
-            if pid is None:
+            if pid is None or not owned:
                 return last
             holders = socket_holders(pid, "udp", host, port)
             if holders.shared:
@@ -461,6 +464,7 @@ class LocalBackend:
             source=probe_source,
             log=Path(record.log) if record.log else None,
             pid=record.pid,
+            owned=not (record.argv and Path(record.argv[0]).name == "docker"),
         )
 
     def _cluster(self, record: NodeRecord) -> LabPostgres:
