@@ -381,6 +381,20 @@ class LocalBackend:
         return popen.pid, log
 
     def _stop_pid(self, node: NodeRecord, grace: float) -> None:
+        try:
+            self._stop_process(node, grace)
+        finally:
+            # A node run as `docker run --name X ...` (Kamailio 6.x): SIGTERM reaches the
+            # container through the client, a SIGKILLed client (kill -9 scenarios) leaves it
+            # running; remove it by the name the lab gave it.
+            argv = node.argv
+            if argv and Path(argv[0]).name == "docker" and "--name" in argv[:-1]:
+                name = argv[argv.index("--name") + 1]
+                subprocess.run(
+                    ["docker", "rm", "-f", name], capture_output=True, timeout=60, check=False
+                )
+
+    def _stop_process(self, node: NodeRecord, grace: float) -> None:
         pid = node.pid
         if not pid:
             return
