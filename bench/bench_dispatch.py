@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.harness import (
+    BENCH_NET,
     BenchError,
     RunningRouter,
     StepFigure,
@@ -51,11 +52,11 @@ from lab.engines import uac_call
 from lab.engines.sipp_scenarios import ScenarioRole, SippScenario
 from lab.routers.kamailio import kamailio_binary
 
-UAC_IP = "127.77.0.1"
-PROBE_IP = "127.77.0.9"
-UAS_IPS = ("127.77.0.2", "127.77.0.3")
+UAC_IP = BENCH_NET + "1"
+PROBE_IP = BENCH_NET + "9"
+UAS_IPS = (BENCH_NET + "2", BENCH_NET + "3")
 UAS_PORT = 5090
-ROUTER_ADDR = ("127.77.0.10", 5060)
+ROUTER_ADDR = (BENCH_NET + "10", 5060)
 KAMAILIO_CFG = Path(__file__).parent / "kamailio" / "dispatch.cfg"
 HISTORY = Path(__file__).parent / "results" / "dispatch.jsonl"
 ROUTERS = ("kamailio-qm", "kamailio-tlsf", "reference")

@@ -30,6 +30,7 @@ from pathlib import Path
 
 from bench.bench_dispatch import _floats, _git_commit
 from bench.harness import (
+    BENCH_NET,
     BenchError,
     RunningRouter,
     StepFigure,
@@ -43,9 +44,9 @@ from bench.harness import (
 from lab.engines import uac_register
 from router.realtime import connect, write_sipp_csv
 
-UAC_IP = "127.77.0.41"
-KAMAILIO_ADDR = ("127.77.0.43", 5060)
-REFERENCE_ADDR = ("127.77.0.44", 5060)
+UAC_IP = BENCH_NET + "41"
+KAMAILIO_ADDR = (BENCH_NET + "43", 5060)
+REFERENCE_ADDR = (BENCH_NET + "44", 5060)
 DOMAIN = "siplab.local"
 HISTORY = Path(__file__).parent / "results" / "register.jsonl"
 ROUTERS = ("kamailio", "reference")

@@ -33,7 +33,8 @@ from lab.procs import ManagedProcess, start_process
 
 ROUTER_CPU = 1
 LOAD_CPU = 0
-BENCH_NET = "127.77.0."
+BENCH_NET = os.environ.get("SIPLAB_BENCH_NET", "127.77.0.")
+"""The bench's own addresses (``SIPLAB_BENCH_NET=127.78.0.`` moves them, for two benches at once)."""
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
